@@ -1,0 +1,349 @@
+"""MaskSet: the pruning mask as plain, immutable data kept apart from the model.
+
+A mask is keyed by the *parameter name the user sees* (``"fc.weight"``), whatever mechanism holds it:
+``torch.nn.utils.prune`` (``fc.weight_orig`` + ``fc.weight_mask``), a parametrization that multiplies by a
+``mask`` tensor, or a model pruned "permanently" (exact zeros; such masks are marked ``inferred``).
+
+Example:
+    >>> import torch
+    >>> from prune_landscape import MaskSet, models
+    >>> net = models.mlp([4, 3, 2])
+    >>> masks = MaskSet({"fc2.weight": torch.tensor([[1, 0, 1], [1, 1, 0]], dtype=torch.bool)})
+    >>> _ = masks.apply_to(net)
+    >>> MaskSet.from_module(net).density
+    0.6666666666666666
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize, prune
+
+__all__ = ["PRUNABLE_TYPES", "MaskSet", "find_parameter", "prunable_parameters"]
+
+#: Module types whose ``weight`` is prunable by default (the papers' set: every conv and linear layer).
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+_FORMAT = "prune_landscape.MaskSet"
+_FORMAT_VERSION = "1"
+
+
+def prunable_parameters(model: nn.Module) -> list[str]:
+    """Names of the prunable weights (conv and linear, classifier included), in registration order.
+
+    Raises:
+        ValueError: if the model has no conv or linear layer.
+    """
+    names = [f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    if not names:
+        raise ValueError(
+            f"expected a model with at least one prunable layer ({', '.join(t.__name__ for t in PRUNABLE_TYPES)}), "
+            f"got {type(model).__name__} with none"
+        )
+    return names
+
+
+def find_parameter(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """Resolve ``"block.conv.weight"`` to ``(module, "weight")``, for plain, pruned or parametrized tensors.
+
+    Raises:
+        ValueError: naming the unknown parameter and the closest valid names.
+    """
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        module = None
+    if module is not None and (
+        attr in module._parameters
+        or f"{attr}_orig" in module._parameters
+        or (parametrize.is_parametrized(module, attr))
+    ):
+        return module, attr
+    known = _user_visible_names(model)
+    raise ValueError(
+        f"unknown parameter {name!r} for {type(model).__name__}; expected one of: {', '.join(known[:12])}"
+        + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
+    )
+
+
+def _user_visible_names(model: nn.Module) -> list[str]:
+    names = []
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        for attr in module._parameters:
+            names.append(prefix + (attr[: -len("_orig")] if attr.endswith("_orig") else attr))
+        if parametrize.is_parametrized(module):
+            names.extend(prefix + attr for attr in module.parametrizations)
+    return [n for n in names if ".parametrizations." not in n]
+
+
+def _current_tensor(module: nn.Module, attr: str) -> torch.Tensor:
+    """The tensor the forward pass uses (``orig * mask`` for torch.nn.utils.prune)."""
+    if hasattr(module, f"{attr}_orig") and hasattr(module, f"{attr}_mask"):
+        return getattr(module, f"{attr}_orig").detach() * getattr(module, f"{attr}_mask")
+    return getattr(module, attr).detach()
+
+
+def _parametrization_mask(module: nn.Module, attr: str) -> torch.Tensor | None:
+    masks = [p.mask for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
+    if not masks:
+        return None
+    combined = masks[0] != 0
+    for extra in masks[1:]:
+        combined = combined & (extra != 0)
+    return combined
+
+
+class MaskSet(Mapping[str, torch.Tensor]):
+    """An immutable map from parameter name to a bool mask (True = kept), with densities and I/O.
+
+    Args:
+        masks: parameter name -> bool tensor. Tensors are copied to CPU; the caller's tensors are never
+            aliased.
+        inferred: True when the masks were read from exact zeros rather than from a pruning mechanism.
+
+    Raises:
+        ValueError: if a mask is not a bool tensor.
+    """
+
+    __slots__ = ("_masks", "_inferred")
+
+    def __init__(self, masks: Mapping[str, torch.Tensor] | None = None, *, inferred: bool = False):
+        checked: dict[str, torch.Tensor] = {}
+        for name, mask in (masks or {}).items():
+            if not isinstance(mask, torch.Tensor):
+                raise ValueError(f"mask {name!r} must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
+            if mask.dtype != torch.bool:
+                raise ValueError(
+                    f"mask {name!r} must have dtype torch.bool, got {mask.dtype} (convert with `mask != 0`)"
+                )
+            checked[str(name)] = mask.detach().to("cpu", copy=True).contiguous()
+        self._masks = checked
+        self._inferred = bool(inferred)
+
+    # -- Mapping protocol -------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MaskSet):
+            return NotImplemented
+        return self.keys() == other.keys() and all(torch.equal(self[k], other[k]) for k in self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        origin = ", inferred from zeros" if self._inferred else ""
+        return f"MaskSet({len(self)} tensors, density={self.density:.4f}{origin})"
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_module(cls, model: nn.Module, *, source: Literal["auto", "hooks", "zeros"] = "auto") -> MaskSet:
+        """Read the masks of a pruned model.
+
+        Args:
+            model: any ``nn.Module``.
+            source: ``"hooks"`` reads torch.nn.utils.prune buffers (stacked methods give their combined
+                mask) and parametrizations that carry a ``mask`` tensor; ``"zeros"`` infers the masks of
+                the prunable weights from exact zeros (marked ``inferred``); ``"auto"`` uses hooks when the
+                model has any and zeros otherwise (a model pruned "permanently").
+        """
+        if source not in ("auto", "hooks", "zeros"):
+            raise ValueError(f"source must be 'auto', 'hooks' or 'zeros', got {source!r}")
+        if source in ("auto", "hooks"):
+            found: dict[str, torch.Tensor] = {}
+            for module_name, module in model.named_modules():
+                prefix = f"{module_name}." if module_name else ""
+                for buffer_name, buffer in module._buffers.items():
+                    attr = buffer_name[: -len("_mask")]
+                    if buffer_name.endswith("_mask") and buffer is not None and f"{attr}_orig" in module._parameters:
+                        found[prefix + attr] = buffer != 0
+                if parametrize.is_parametrized(module):
+                    for attr in module.parametrizations:
+                        mask = _parametrization_mask(module, attr)
+                        if mask is not None:
+                            found[prefix + attr] = mask
+            if found or source == "hooks":
+                return cls(found)
+        zeros = {}
+        for name in prunable_parameters(model):
+            module, attr = find_parameter(model, name)
+            zeros[name] = _current_tensor(module, attr) != 0
+        return cls(zeros, inferred=True)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> MaskSet:
+        """Read the torch.nn.utils.prune masks (``*_mask`` next to ``*_orig``) held in a state dict."""
+        masks = {}
+        for key, value in state_dict.items():
+            if key.endswith("_mask") and f"{key[: -len('_mask')]}_orig" in state_dict:
+                masks[key[: -len("_mask")]] = value != 0
+        return cls(masks)
+
+    @classmethod
+    def dense(cls, model: nn.Module, names: list[str] | None = None) -> MaskSet:
+        """All-True masks for ``names`` (default: every prunable weight of ``model``)."""
+        names = prunable_parameters(model) if names is None else names
+        return cls({n: torch.ones_like(_current_tensor(*find_parameter(model, n)), dtype=torch.bool) for n in names})
+
+    # -- densities ---------------------------------------------------------------------------------------
+    @property
+    def inferred(self) -> bool:
+        """True when read from exact zeros (a permanently pruned model), not from a pruning mechanism."""
+        return self._inferred
+
+    @property
+    def num_kept(self) -> int:
+        """Number of kept (True) entries over all tensors."""
+        return int(sum(int(m.sum()) for m in self._masks.values()))
+
+    @property
+    def num_total(self) -> int:
+        """Number of entries over all tensors."""
+        return int(sum(m.numel() for m in self._masks.values()))
+
+    @property
+    def density(self) -> float:
+        """Global density: kept / total over every tensor in the set (1.0 for an empty set)."""
+        total = self.num_total
+        return self.num_kept / total if total else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        """``1 - density``."""
+        return 1.0 - self.density
+
+    def tensor_densities(self) -> dict[str, float]:
+        """Density of each tensor, keyed by parameter name."""
+        return {n: float(m.float().mean()) if m.numel() else 1.0 for n, m in self._masks.items()}
+
+    def layer_densities(self) -> dict[str, float]:
+        """Density of each layer (module): its masked tensors pooled (e.g. weight and bias together)."""
+        kept: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for name, mask in self._masks.items():
+            layer = name.rpartition(".")[0]
+            kept[layer] = kept.get(layer, 0) + int(mask.sum())
+            total[layer] = total.get(layer, 0) + mask.numel()
+        return {layer: kept[layer] / total[layer] if total[layer] else 1.0 for layer in kept}
+
+    def fingerprint(self) -> str:
+        """A short content hash (names, shapes and bits): equal masks give equal fingerprints."""
+        digest = hashlib.blake2b(digest_size=12)
+        for name in sorted(self._masks):
+            mask = self._masks[name]
+            digest.update(f"{name}:{tuple(mask.shape)};".encode())
+            digest.update(np.packbits(mask.numpy().reshape(-1)).tobytes())
+        return digest.hexdigest()
+
+    # -- combination -------------------------------------------------------------------------------------
+    def __and__(self, other: MaskSet) -> MaskSet:
+        """Intersection; a tensor present in only one set keeps that set's mask."""
+        merged = dict(self._masks)
+        for name, mask in other.items():
+            if name in merged:
+                if merged[name].shape != mask.shape:
+                    raise ValueError(f"mask {name!r}: shapes differ, {tuple(merged[name].shape)} vs {tuple(mask.shape)}")
+                merged[name] = merged[name] & mask
+            else:
+                merged[name] = mask
+        return MaskSet(merged, inferred=self._inferred and other.inferred)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """A mutable copy: parameter name -> bool tensor."""
+        return {n: m.clone() for n, m in self._masks.items()}
+
+    # -- model interaction -------------------------------------------------------------------------------
+    def validate(self, model: nn.Module) -> None:
+        """Check that every name exists in ``model`` with the mask's shape.
+
+        Raises:
+            ValueError: naming the parameter, the expected shape and the shape given.
+        """
+        for name, mask in self._masks.items():
+            module, attr = find_parameter(model, name)
+            expected = tuple(_current_tensor(module, attr).shape)
+            if tuple(mask.shape) != expected:
+                raise ValueError(f"mask {name!r}: expected shape {expected} (from the model), got {tuple(mask.shape)}")
+
+    def apply_to(self, model: nn.Module) -> nn.Module:
+        """Set the model's masks to exactly these, through torch.nn.utils.prune; returns ``model``.
+
+        A tensor that is already pruned keeps its ``*_orig`` parameter (optimizers keep working) and has
+        its mask buffer overwritten, so applying twice is idempotent and Lightning's ModelPruning can
+        prune on top. Tensors not in this set are left as they are.
+        """
+        self.validate(model)
+        for name, mask in self._masks.items():
+            module, attr = find_parameter(model, name)
+            if f"{attr}_mask" in module._buffers:
+                buffer = module._buffers[f"{attr}_mask"]
+                buffer.copy_(mask.to(buffer.device, buffer.dtype))
+                setattr(module, attr, module._parameters[f"{attr}_orig"] * buffer)
+            elif parametrize.is_parametrized(module, attr):
+                holders = [p for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
+                if not holders:
+                    raise ValueError(f"cannot apply a mask to {name!r}: it is parametrized without a `mask` tensor")
+                holders[0].mask.copy_(mask.to(holders[0].mask.device, holders[0].mask.dtype))
+                for extra in holders[1:]:
+                    extra.mask.fill_(1)
+            else:
+                device = module._parameters[attr].device
+                prune.custom_from_mask(module, attr, mask.to(device))
+        return model
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the masks as a safetensors file (no pickled code); returns the path."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"format": _FORMAT, "version": _FORMAT_VERSION, "inferred": json.dumps(self._inferred)}
+        save_file(dict(self._masks), str(path), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> MaskSet:
+        """Read masks written by :meth:`save`; with ``model``, check names and shapes against it.
+
+        Raises:
+            ValueError: if the file is not a MaskSet file, or the masks do not fit ``model``.
+        """
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"expected a MaskSet file written by MaskSet.save at {path}, found nothing")
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a {_FORMAT} file (format metadata: {metadata.get('format')!r})")
+            masks = {name: handle.get_tensor(name) for name in handle.keys()}
+        loaded = cls(masks, inferred=json.loads(metadata.get("inferred", "false")))
+        if model is not None:
+            loaded.validate(model)
+        return loaded
