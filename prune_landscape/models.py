@@ -20,6 +20,8 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "MODELS",
+    "build_model",
     "MLP",
     "LeNet",
     "ResNet20",
@@ -257,3 +259,25 @@ def resnet18(num_classes: int = 1000, small_input: bool = False) -> nn.Module:
 def resnet50(num_classes: int = 1000, small_input: bool = False) -> nn.Module:
     """torchvision's ResNet-50 (``small_input=True``: 3x3 stem without max-pool)."""
     return _torchvision_resnet("resnet50", num_classes, small_input)
+
+
+#: Built-in model builders by name (what configs and the CLI accept).
+MODELS = {
+    "mlp": mlp,
+    "lenet": lenet,
+    "resnet20": resnet20,
+    "vgg16_bn": vgg16_bn,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a built-in model by name, e.g. ``build_model("mlp", widths=[64, 32, 10])``.
+
+    Raises:
+        ValueError: listing the valid names when ``name`` is unknown.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
