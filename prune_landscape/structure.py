@@ -1,11 +1,13 @@
 """The pruned network as a graph: prunable layers, the final layer, alive and dead units.
 
 Connectivity comes from one forward and one backward pass (THEORY.md section 6) through the model itself
-with its weights replaced by the 0/1 masks (scaled by 1/fan-in so deep nets neither overflow nor
-underflow), biases 0, normalisation layers as the identity, max-pooling as average pooling and
-activations that are non-zero at 0 (sigmoid, softplus) as the identity, all in float64. A unit (output
-channel or neuron) is *alive* iff it carries a path from the input (forward value > 0) and a path to the
-output (gradient of the output sum > 0). This works for any topology: residuals, pooling, BatchNorm.
+with its weights replaced by the 0/1 masks, biases 0, normalisation layers as the identity, max-pooling
+as average pooling and activations that are non-zero at 0 (sigmoid, softplus) as the identity. A unit
+(output channel or neuron) is *alive* iff it carries a path from the input (forward value > 0) and a path
+to the output (gradient of the output sum > 0). This works for any topology: residuals, pooling,
+BatchNorm. Only the sign matters, so every prunable layer's output, and the gradient arriving at it, is
+reset to 0/1: path counts can then neither overflow nor underflow at any depth, and float32 is exact,
+which keeps the pass as fast as a plain forward and backward.
 
 Example:
     >>> import torch
@@ -44,6 +46,21 @@ _ADAPTIVE_MAX_POOLS = {
     nn.AdaptiveMaxPool2d: nn.functional.adaptive_avg_pool2d,
     nn.AdaptiveMaxPool3d: nn.functional.adaptive_avg_pool3d,
 }
+
+
+_DTYPE = torch.float32
+
+
+class _Indicator(torch.autograd.Function):
+    """``x > 0`` as 0/1 in the forward pass, and ``grad > 0`` as 0/1 in the backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return (grad > 0).to(grad.dtype)
 
 
 @dataclass(frozen=True)
@@ -238,19 +255,18 @@ def _connectivity_tensors(model: nn.Module, masks: Mapping[str, torch.Tensor], p
 
     def masked_weight(user_name: str, like: torch.Tensor) -> torch.Tensor:
         mask = masks.get(user_name)
-        weight = torch.ones(like.shape, dtype=torch.float64, device=like.device)
-        if mask is not None:
-            weight = weight * mask.to(like.device)
-        return weight / max(1, like[0].numel())
+        if mask is None:
+            return torch.ones(like.shape, dtype=_DTYPE, device=like.device)
+        return mask.to(device=like.device, dtype=_DTYPE)
 
     def by_role(module: nn.Module, base: str, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
             return tensor
         if base in ("bias", "running_mean"):
-            return torch.zeros_like(tensor, dtype=torch.float64)
+            return torch.zeros_like(tensor, dtype=_DTYPE)
         if isinstance(module, _NORM_TYPES) and base in ("weight", "running_var"):
-            return torch.ones_like(tensor, dtype=torch.float64)
-        return tensor.detach().abs().to(torch.float64)
+            return torch.ones_like(tensor, dtype=_DTYPE)
+        return tensor.detach().abs().to(_DTYPE)
 
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
@@ -277,7 +293,7 @@ def _connectivity_tensors(model: nn.Module, masks: Mapping[str, torch.Tensor], p
             is_prune_mask = name.endswith("_mask") and f"{name[: -len('_mask')]}_orig" in module._parameters
             is_param_mask = name == "mask" and ".parametrizations." in prefix
             if is_prune_mask or is_param_mask:
-                replaced[prefix + name] = torch.ones_like(tensor, dtype=torch.float64)
+                replaced[prefix + name] = torch.ones_like(tensor, dtype=_DTYPE)
             else:
                 replaced[prefix + name] = by_role(module, name, tensor)
     return replaced
@@ -338,7 +354,7 @@ def analyze_structure(
     module_of = {name: find_parameter(model, name)[0] for name in prunable}
     name_of_module = {id(m): n for n, m in module_of.items()}
     device = next(iter(model.parameters())).device
-    x = torch.ones((1, *example_input.shape[1:]), dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.ones((1, *example_input.shape[1:]), dtype=_DTYPE, device=device, requires_grad=True)
 
     outputs: dict[str, list[torch.Tensor]] = {}
     inputs: dict[str, torch.Tensor] = {}
@@ -347,14 +363,16 @@ def analyze_structure(
     handles = []
     module_names = {id(m): n for n, m in model.named_modules()}
 
-    def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         name = name_of_module[id(module)]
         if name not in outputs:
             order.append(name)
             outputs[name] = []
-            inputs[name] = torch.zeros(args[0].shape[1], dtype=torch.float64, device=device)
-        outputs[name].append(output)
+            inputs[name] = torch.zeros(args[0].shape[1], dtype=_DTYPE, device=device)
         inputs[name] = inputs[name] + _channel_sums(args[0].detach())
+        indicator = _Indicator.apply(output)
+        outputs[name].append(indicator)
+        return indicator
 
     def record(module: nn.Module, args: tuple, output: Any) -> Any:
         calls.append((module_names.get(id(module), "?"), type(module).__name__))

@@ -1,0 +1,129 @@
+"""MaskSet: reading from every pruning mechanism, applying, persistence, densities, bad input."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize, prune
+
+from prune_landscape import MaskSet, models
+
+
+def _hand_mask(shape, kept_flat):
+    mask = torch.zeros(shape, dtype=torch.bool).view(-1)
+    mask[list(kept_flat)] = True
+    return mask.view(shape)
+
+
+def test_reads_torch_prune_buffers_and_stacked_methods():
+    net = models.mlp([4, 3, 2])
+    first = _hand_mask((3, 4), [0, 1, 2, 3, 5, 7])
+    prune.custom_from_mask(net.fc1, "weight", first)
+    second = _hand_mask((3, 4), [0, 1, 4, 5, 6, 7, 8])
+    prune.custom_from_mask(net.fc1, "weight", second)  # stacked: PruningContainer combines them
+    masks = MaskSet.from_module(net)
+    assert set(masks) == {"fc1.weight"}
+    assert torch.equal(masks["fc1.weight"], first & second)
+    assert masks.num_kept == 4 and masks.num_total == 12
+    assert not masks.inferred
+
+
+class _MaskParametrization(nn.Module):
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight):
+        return weight * self.mask
+
+
+def test_reads_parametrization_masks():
+    net = models.mlp([4, 3, 2])
+    mask = _hand_mask((2, 3), [0, 4])
+    parametrize.register_parametrization(net.fc2, "weight", _MaskParametrization(mask.float()))
+    masks = MaskSet.from_module(net)
+    assert torch.equal(masks["fc2.weight"], mask)
+    assert masks.density == pytest.approx(2 / 6)
+
+
+def test_permanently_pruned_model_is_inferred_from_zeros():
+    net = models.mlp([4, 3, 2])
+    prune.l1_unstructured(net.fc1, "weight", amount=5)
+    expected = net.fc1.weight_mask.bool().clone()
+    prune.remove(net.fc1, "weight")
+    masks = MaskSet.from_module(net)
+    assert masks.inferred
+    assert torch.equal(masks["fc1.weight"], expected)
+    assert masks["fc2.weight"].all()
+    assert masks.num_kept == 12 - 5 + 6
+
+
+def test_apply_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    net = models.mlp([5, 7, 3])
+    prune.random_unstructured(net.fc1, "weight", amount=0.6)
+    prune.l1_unstructured(net.fc2, "weight", amount=0.5)
+    masks = MaskSet.from_module(net)
+    fresh = models.mlp([5, 7, 3])
+    masks.apply_to(fresh)
+    fresh.load_state_dict(net.state_dict())  # the *_orig/*_mask keys fit: the state dict round trips
+    x = torch.randn(11, 5)
+    assert torch.equal(fresh(x), net(x))
+    assert MaskSet.from_module(fresh) == masks
+
+    path = masks.save(tmp_path / "masks.safetensors")
+    loaded = MaskSet.load(path, models.mlp([5, 7, 3]))
+    assert loaded == masks and loaded.fingerprint() == masks.fingerprint()
+    assert MaskSet.from_state_dict(net.state_dict()) == masks
+
+
+def test_apply_overwrites_existing_mask_and_keeps_parameter_identity():
+    net = models.mlp([4, 3, 2])
+    MaskSet({"fc1.weight": _hand_mask((3, 4), range(12))}).apply_to(net)
+    orig = net.fc1.weight_orig
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    target = _hand_mask((3, 4), [1, 2])
+    MaskSet({"fc1.weight": target}).apply_to(net)
+    assert net.fc1.weight_orig is orig  # the optimizer's parameter is still the live one
+    assert torch.equal(net.fc1.weight != 0, target)
+    net(torch.randn(6, 4)).sum().backward()
+    assert torch.all(net.fc1.weight_orig.grad[~target] == 0)  # pruned entries get no gradient
+    optimizer.step()
+    assert torch.equal(MaskSet.from_module(net)["fc1.weight"], target)
+
+
+def test_densities_per_tensor_layer_and_global():
+    masks = MaskSet(
+        {
+            "a.weight": _hand_mask((2, 2), [0]),
+            "a.bias": _hand_mask((2,), [0, 1]),
+            "b.weight": _hand_mask((1, 4), [0, 1, 2]),
+        }
+    )
+    assert masks.tensor_densities() == {"a.weight": 0.25, "a.bias": 1.0, "b.weight": 0.75}
+    assert masks.layer_densities() == {"a": 0.5, "b": 0.75}
+    assert masks.density == pytest.approx(6 / 10)
+    assert masks.sparsity == pytest.approx(0.4)
+
+
+def test_masks_are_copied_not_aliased():
+    source = _hand_mask((2, 2), [0, 3])
+    masks = MaskSet({"w": source})
+    source.fill_(False)
+    assert masks["w"].sum() == 2
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    net = models.mlp([4, 3, 2])
+    with pytest.raises(ValueError, match="dtype torch.bool, got torch.float32"):
+        MaskSet({"fc1.weight": torch.ones(3, 4)})
+    with pytest.raises(ValueError, match=r"expected shape \(3, 4\).*got \(4, 3\)"):
+        MaskSet({"fc1.weight": torch.ones(4, 3, dtype=torch.bool)}).apply_to(net)
+    with pytest.raises(ValueError, match="unknown parameter 'fc9.weight'.*fc1.weight"):
+        MaskSet({"fc9.weight": torch.ones(3, 4, dtype=torch.bool)}).validate(net)
+    path = MaskSet({"fc1.weight": torch.ones(3, 4, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="expected shape"):
+        MaskSet.load(path, models.mlp([5, 3, 2]))
+    with pytest.raises(ValueError, match="at least one prunable layer"):
+        MaskSet.from_module(nn.Sequential(nn.ReLU()))
+    with pytest.raises(FileNotFoundError, match="MaskSet file"):
+        MaskSet.load(tmp_path / "missing.safetensors")
