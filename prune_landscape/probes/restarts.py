@@ -1,0 +1,315 @@
+"""Restart spread and the dense-vs-sparse final-layer A/B (THEORY.md section 6, rules NL-1 and NL-3).
+
+``restart_spread`` trains one mask from K fresh initialisations and reports the spread of final training
+losses. ``final_layer_ab`` prunes each of K initialisations twice at the same total budget, once with the
+final layer pruned like the rest and once with it kept dense (its weights taken from the other layers),
+trains both from the same initialisation and batch order, and compares the final losses pairwise:
+mean difference (sparse - dense) with a t confidence interval, the paired t-test and Wilcoxon's
+signed-rank test.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from prune_landscape.batching import DataLike, first_batch, num_samples
+from prune_landscape.masks import MaskSet, find_parameter, prunable_parameters
+from prune_landscape.probes._params import resolve_loss, resolve_masks
+from prune_landscape.structure import analyze_structure, final_layer_name
+from prune_landscape.training import train
+
+__all__ = [
+    "FinalLayerABResult",
+    "RestartSpreadResult",
+    "budget_matched_masks",
+    "copy_model",
+    "final_layer_ab",
+    "restart_spread",
+]
+
+
+@dataclass(frozen=True)
+class RestartSpreadResult:
+    """Final training losses of one mask trained from several seeds."""
+
+    seeds: tuple[int, ...]
+    final_losses: tuple[float, ...]
+    loss: str
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict with the summary numbers."""
+        return {"seeds": list(self.seeds), "final_losses": list(self.final_losses), "loss": self.loss, **self.scalars()}
+
+    def scalars(self) -> dict[str, float]:
+        """Mean, standard deviation, min, max and the max/min ratio of the final losses."""
+        values = np.asarray(self.final_losses)
+        return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "min": float(values.min()), "max": float(values.max()), "num_restarts": float(len(values))}
+
+    def figure(self):
+        """Strip plot of the final losses."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 3.2))
+        ax = fig.add_subplot()
+        ax.plot(np.zeros(len(self.final_losses)), self.final_losses, "o", alpha=0.6)
+        ax.set_xticks([])
+        ax.set_ylabel(f"final {self.loss} loss")
+        ax.set_title(f"{len(self.final_losses)} restarts")
+        fig.tight_layout()
+        return fig
+
+
+@dataclass(frozen=True)
+class FinalLayerABResult:
+    """Paired comparison of final training losses: sparse final layer (A) vs dense final layer (B)."""
+
+    seeds: tuple[int, ...]
+    sparse_losses: tuple[float, ...]
+    dense_losses: tuple[float, ...]
+    sparse_fan_in_min: tuple[int, ...]
+    num_samples: int
+    sparsity: float
+    loss: str
+    confidence: float = 0.95
+
+    @property
+    def differences(self) -> np.ndarray:
+        """``sparse - dense`` per seed; positive means the sparse final layer trained worse."""
+        return np.asarray(self.sparse_losses) - np.asarray(self.dense_losses)
+
+    def _statistics(self) -> dict[str, float]:
+        d = self.differences
+        n = len(d)
+        mean = float(d.mean())
+        if n < 2:
+            return {"mean_difference": mean, "ci_low": math.nan, "ci_high": math.nan, "t_statistic": math.nan,
+                    "t_pvalue": math.nan, "wilcoxon_pvalue": math.nan}
+        half = float(stats.t.ppf(0.5 + self.confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+        test = stats.ttest_rel(self.sparse_losses, self.dense_losses)
+        wilcoxon = stats.wilcoxon(d) if np.any(d != 0) else None
+        return {"mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
+                "t_statistic": float(test.statistic), "t_pvalue": float(test.pvalue),
+                "wilcoxon_pvalue": float(wilcoxon.pvalue) if wilcoxon is not None else 1.0,
+                "sparse_wins": float((d < 0).sum()), "dense_wins": float((d > 0).sum())}
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: per-seed losses and the paired statistics."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {**out, **self._statistics()}
+
+    def scalars(self) -> dict[str, float]:
+        """Means of both arms and the paired statistics."""
+        return {"sparse_mean": float(np.mean(self.sparse_losses)), "dense_mean": float(np.mean(self.dense_losses)),
+                **self._statistics()}
+
+    def figure(self):
+        """Paired lines, one per seed, from the sparse to the dense final layer (log scale)."""
+        from matplotlib.figure import Figure
+
+        s = self._statistics()
+        fig = Figure(figsize=(4.8, 3.6))
+        ax = fig.add_subplot()
+        for a, b in zip(self.sparse_losses, self.dense_losses):
+            ax.plot([0, 1], [a, b], "-o", color="C0" if a > b else "C3", alpha=0.6, ms=4)
+        ax.set_xticks([0, 1], ["sparse final layer", "dense final layer"])
+        ax.set_xlim(-0.3, 1.3)
+        if min(self.sparse_losses + self.dense_losses) > 0:
+            ax.set_yscale("log")
+        ax.set_ylabel(f"final training {self.loss} loss")
+        ax.set_title(f"same budget, {len(self.seeds)} seeds: diff {s['mean_difference']:.3g} "
+                     f"[{s['ci_low']:.3g}, {s['ci_high']:.3g}]\nWilcoxon p = {s['wilcoxon_pvalue']:.2g}", fontsize=9)
+        fig.tight_layout()
+        return fig
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on a model pruned with torch.nn.utils.prune after a forward pass.
+
+    The prune hook leaves ``module.weight = weight_orig * mask``, a non-leaf tensor that deepcopy refuses;
+    it is detached for the copy and put back afterwards (the hook recomputes it on every forward anyway).
+    """
+    hooked = [(m, a[: -len("_orig")]) for m in model.modules() for a in m._parameters if a.endswith("_orig")]
+    saved = [(m, a, getattr(m, a, None)) for m, a in hooked]
+    try:
+        for module, attr, tensor in saved:
+            if isinstance(tensor, torch.Tensor):
+                setattr(module, attr, tensor.detach())
+        return copy.deepcopy(model)
+    finally:
+        for module, attr, tensor in saved:
+            setattr(module, attr, tensor)
+
+
+def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A deep copy without pruning hooks, re-initialised from ``seed`` (the model's own init if it has one)."""
+    fresh = copy_model(model)
+    for module in fresh.modules():
+        for attr in [a[: -len("_orig")] for a in list(module._parameters) if a.endswith("_orig")]:
+            torch_prune.remove(module, attr)
+    generator = torch.Generator().manual_seed(int(seed))
+    if hasattr(fresh, "init_weights"):
+        fresh.init_weights(generator=generator)
+    else:  # PyTorch's default initialisers draw from the global RNG: fork it and seed it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            for module in fresh.modules():
+                if module is not fresh and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    for param in fresh.parameters():
+        param.grad = None
+    return fresh
+
+
+def _seed_list(seeds: int | Sequence[int]) -> tuple[int, ...]:
+    values = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if not values:
+        raise ValueError(f"seeds must be a positive count or a non-empty list, got {seeds!r}")
+    return values
+
+
+def restart_spread(
+    model: nn.Module,
+    data: DataLike,
+    *,
+    seeds: int | Sequence[int] = 5,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    loss: str = "auto",
+    **train_options,
+) -> RestartSpreadResult:
+    """Train the same mask from several fresh initialisations; the model itself is not touched.
+
+    Args:
+        model: supplies architecture and (by default) masks; each restart trains a re-initialised copy.
+        data: training data.
+        seeds: a count K (seeds 0..K-1) or explicit seeds; each decides the init and the batch order.
+        masks: default the model's own.
+        loss: ``"cross_entropy"``, ``"mse"`` or ``"auto"``.
+        **train_options: passed to :func:`prune_landscape.training.train` (epochs, lr, optimizer, ...).
+
+    Example:
+        >>> import torch
+        >>> from prune_landscape import models
+        >>> data = (torch.randn(32, 4), torch.randint(0, 2, (32,)))
+        >>> spread = restart_spread(models.mlp([4, 8, 2]), data, seeds=3, epochs=2)
+        >>> len(spread.final_losses)
+        3
+    """
+    seed_values = _seed_list(seeds)
+    loss = resolve_loss(loss, data)
+    mask_set = resolve_masks(model, masks)
+    losses = []
+    for seed in seed_values:
+        fresh = _fresh_copy(model, seed)
+        losses.append(train(fresh, data, masks=mask_set, seed=seed, loss=loss, **train_options).final_loss)
+    return RestartSpreadResult(seed_values, tuple(losses), loss)
+
+
+def budget_matched_masks(
+    model: nn.Module, sparsity: float, *, final_layer: str = "prune", seed: int = 0, method: str = "random"
+) -> MaskSet:
+    """Global masks at one total budget, with the final layer pruned like the rest or kept dense.
+
+    Kept count over all prunable weights is ``round((1 - sparsity) * N)`` either way; ``final_layer="dense"``
+    keeps every final-layer weight and spends the rest of the budget on the other layers. ``method`` is
+    ``"random"`` (a seeded uniform choice) or ``"magnitude"`` (largest |w|). This stands in for
+    ``prune_landscape.pruning.prune(..., final_layer=...)`` for those two methods.
+
+    Raises:
+        ValueError: if the dense final layer alone exceeds the budget.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if final_layer not in ("prune", "dense") or method not in ("random", "magnitude"):
+        raise ValueError(f"expected final_layer in ('prune', 'dense') and method in ('random', 'magnitude'), "
+                         f"got {final_layer!r}, {method!r}")
+    names = prunable_parameters(model)
+    final = final_layer_name(model)
+    weights = {n: find_parameter(model, n) for n in names}
+    values = {n: getattr(m, f"{a}_orig", getattr(m, a)).detach().cpu() for n, (m, a) in weights.items()}
+    total = sum(v.numel() for v in values.values())
+    budget = round((1 - sparsity) * total)
+    generator = torch.Generator().manual_seed(int(seed))
+    scores = {n: (torch.rand(v.shape, generator=generator) if method == "random" else v.abs().double()) for n, v in values.items()}
+    fixed = values[final].numel() if final_layer == "dense" else 0
+    if fixed > budget:
+        raise ValueError(f"a dense final layer needs {fixed} weights but the budget at sparsity {sparsity} is {budget}")
+    free = [n for n in names if not (final_layer == "dense" and n == final)]
+    flat = torch.cat([scores[n].reshape(-1).double() for n in free])
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[torch.topk(flat, budget - fixed).indices] = True
+    masks, offset = {}, 0
+    for n in names:
+        if n in free:
+            masks[n] = keep[offset : offset + values[n].numel()].reshape(values[n].shape)
+            offset += values[n].numel()
+        else:
+            masks[n] = torch.ones(values[n].shape, dtype=torch.bool)
+    return MaskSet(masks)
+
+
+def _ab_masks(model: nn.Module, method: str, sparsity: float, data: DataLike, final_layer: str, seed: int) -> MaskSet:
+    try:
+        from prune_landscape.pruning import prune
+    except ImportError:  # the pruning package has not landed: same budget rule, random/magnitude only
+        return budget_matched_masks(model, sparsity, final_layer=final_layer, seed=seed, method=method)
+    return prune(model, method, sparsity, data, final_layer=final_layer, seed=seed)
+
+
+def final_layer_ab(
+    model: nn.Module,
+    data: DataLike,
+    *,
+    sparsity: float,
+    method: str = "random",
+    seeds: int | Sequence[int] = 8,
+    loss: str = "auto",
+    confidence: float = 0.95,
+    **train_options,
+) -> FinalLayerABResult:
+    """Sparse vs dense final layer at the same total budget, trained pairwise from the same inits.
+
+    Args:
+        model: the architecture; for each seed a copy is re-initialised, pruned twice (final layer
+            ``"prune"`` and ``"dense"``) and both copies trained with the same seed.
+        data: training data; the losses compared are final training losses.
+        sparsity: global sparsity over all prunable weights, the same for both arms.
+        method: pruning method (``prune_landscape.pruning.prune``).
+        seeds: count or explicit list (at least 2 for the statistics; 8+ recommended).
+        loss: ``"cross_entropy"``, ``"mse"`` or ``"auto"``.
+        confidence: level of the t interval on the mean difference.
+        **train_options: passed to :func:`prune_landscape.training.train`.
+
+    Example:
+        >>> import torch
+        >>> from prune_landscape import models
+        >>> data = (torch.randn(20, 6), torch.randn(20, 2))
+        >>> ab = final_layer_ab(models.mlp([6, 8, 2]), data, sparsity=0.5, seeds=2, epochs=2, batch_size=None)
+        >>> len(ab.differences)
+        2
+    """
+    seed_values = _seed_list(seeds)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    loss = resolve_loss(loss, data)
+    example = first_batch(data)[0][:1]
+    sparse_losses, dense_losses, fan_in = [], [], []
+    for seed in seed_values:
+        base = _fresh_copy(model, seed)
+        for arm, results in (("prune", sparse_losses), ("dense", dense_losses)):
+            masks = _ab_masks(base, method, sparsity, data, arm, seed)
+            trained = copy_model(base)
+            results.append(train(trained, data, masks=masks, seed=seed, loss=loss, **train_options).final_loss)
+            if arm == "prune":
+                fan_in.append(analyze_structure(base, example, masks).fan_in_min)
+    return FinalLayerABResult(seed_values, tuple(sparse_losses), tuple(dense_losses), tuple(fan_in),
+                              int(num_samples(data) or 0), float(sparsity), loss, float(confidence))

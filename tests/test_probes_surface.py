@@ -1,0 +1,121 @@
+"""Loss slices and interpolation: centre and endpoints equal the losses, filter norms, masks, NaN handling."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _probe_helpers import assert_restored, classification_data, pruned_mlp, snapshot
+from prune_landscape.probes import PROBES, filter_normalized_direction, interpolate, loss_surface
+from prune_landscape.probes._params import KeptParameters
+from prune_landscape.probes.restarts import copy_model
+
+
+def _loss(net, x, y):
+    with torch.no_grad():
+        return float(F.cross_entropy(net.eval()(x), y))
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_slice_at_zero_equals_the_loss_and_model_is_restored(dims):
+    net, _ = pruned_mlp()
+    net.train()
+    x, y = classification_data()
+    before = snapshot(net)
+    surface = loss_surface(net, (x, y), steps=5, dims=dims, batch_size=16, chunk=7)
+    assert_restored(net, before)
+    expected = _loss(net, x, y)
+    assert surface.center_loss == pytest.approx(expected, rel=1e-12)
+    middle = surface.losses[2] if dims == 1 else surface.losses[2][2]
+    assert middle == pytest.approx(expected, rel=1e-12)
+    assert surface.figure() is not None
+    assert surface.scalars()["nonfinite_points"] == 0
+
+
+def test_directions_are_masked_and_filter_normalised_to_the_masked_weights():
+    net, masks = pruned_mlp(hooks=True)
+    kept = KeptParameters.from_model(net)
+    direction = filter_normalized_direction(kept, torch.Generator().manual_seed(0))
+    for name, mask in masks.items():
+        module = net.get_submodule(name.split(".")[0])
+        masked_weight = module.weight_orig.detach() * mask
+        d = direction[name.replace("weight", "weight_orig")]
+        assert torch.all(d[~mask] == 0)
+        torch.testing.assert_close(d.norm(dim=1), masked_weight.norm(dim=1), rtol=1e-12, atol=1e-12)
+    for name in ("fc1.bias", "fc2.bias", "fc3.bias"):
+        assert torch.all(direction[name] == 0)
+
+
+def test_grid_point_matches_a_manual_evaluation_at_the_masked_point():
+    net, masks = pruned_mlp(hooks=False)
+    x, y = classification_data()
+    surface = loss_surface(net, (x, y), steps=3, dims=2, seed=4, span=0.5)
+    kept = KeptParameters.from_model(net)
+    g = torch.Generator().manual_seed(4)
+    d1, d2 = filter_normalized_direction(kept, g), filter_normalized_direction(kept, g)
+    manual = copy.deepcopy(net)
+    with torch.no_grad():
+        for name, p in manual.named_parameters():
+            p.add_(-0.5 * d1[name] + 0.5 * d2[name])
+    for name, mask in masks.items():  # pruned weights stay exactly zero at the grid point
+        assert torch.all(manual.get_parameter(name)[~mask] == 0)
+    assert surface.losses[0][2] == pytest.approx(_loss(manual, x, y), rel=1e-10)
+
+
+def test_nonfinite_losses_are_recorded_not_raised():
+    net, _ = pruned_mlp()
+    x, _ = classification_data()
+    y = torch.full((x.shape[0], 3), float("inf"), dtype=torch.float64)
+    surface = loss_surface(net, (x, y), steps=3, dims=1, loss="mse")
+    assert all(math.isinf(v) or math.isnan(v) for v in surface.losses)
+    assert surface.scalars()["nonfinite_points"] == 3
+    assert surface.to_dict()["losses"] == [None, None, None]
+    assert surface.figure() is not None
+
+
+def test_interpolation_endpoints_equal_endpoint_losses_and_barrier():
+    net, masks = pruned_mlp()
+    x, y = classification_data()
+    other, _ = pruned_mlp(seed=9)
+    before = snapshot(net)
+    path = interpolate(net, net, other, (x, y), steps=7, batch_size=16)
+    assert_restored(net, before)
+    # `other` has its own masks; the path lives on `net`'s masks, so the end point is other's weights masked.
+    end = copy.deepcopy(net.state_dict())
+    for name in masks:
+        module = name.split(".")[0]
+        end[f"{module}.weight_orig"] = other.get_submodule(module).weight_orig.detach() * other.get_submodule(module).weight_mask
+        end[f"{module}.bias"] = other.get_submodule(module).bias.detach()
+    target = copy_model(net)
+    target.load_state_dict(end)
+    assert path.losses[0] == _loss(net, x, y)
+    assert path.losses[-1] == pytest.approx(_loss(target, x, y), rel=1e-12)
+    t = torch.tensor(path.ts, dtype=torch.float64)
+    line = (1 - t) * path.losses[0] + t * path.losses[-1]
+    assert path.barrier_height == pytest.approx(float((torch.tensor(path.losses, dtype=torch.float64) - line).max()), abs=1e-12)
+    assert path.figure() is not None and path.scalars()["barrier_height"] == path.barrier_height
+
+
+def test_interpolation_accepts_state_dict_points_by_user_names():
+    net, masks = pruned_mlp()
+    x, y = classification_data()
+    start = {n.replace("_orig", ""): p.detach() * 0 for n, p in net.named_parameters()}
+    path = interpolate(net, start, net, (x, y), steps=3)
+    assert path.losses[0] == pytest.approx(math.log(3), rel=1e-12)  # zero weights: uniform softmax
+    assert path.losses[-1] == _loss(net, x, y)
+    with pytest.raises(ValueError, match="lacks parameter"):
+        interpolate(net, {"fc1.weight": start["fc1.weight"]}, net, (x, y))
+
+
+def test_registry_surface_and_errors():
+    net, _ = pruned_mlp(widths=(6, 5, 3))
+    result = PROBES["surface"](net, classification_data())
+    assert len(result.losses) == 21 and len(result.losses[0]) == 21
+    with pytest.raises(ValueError, match="dims"):
+        loss_surface(net, classification_data(), dims=3)
+    with pytest.raises(ValueError, match="steps"):
+        loss_surface(net, classification_data(), steps=1)
