@@ -10,11 +10,15 @@ import importlib, pkgutil, sys
 import prune_landscape
 adapters = set(sys.argv[1].split(","))
 imported = []
-for info in pkgutil.walk_packages(prune_landscape.__path__, "prune_landscape."):
-    if any(info.name == a or info.name.startswith(a + ".") for a in adapters):
-        continue
-    importlib.import_module(info.name)
-    imported.append(info.name)
+def walk(path, prefix):  # like pkgutil.walk_packages, but never imports an adapter package to walk it
+    for info in pkgutil.iter_modules(path, prefix):
+        if info.name in adapters:
+            continue
+        module = importlib.import_module(info.name)
+        imported.append(info.name)
+        if info.ispkg:
+            walk(module.__path__, info.name + ".")
+walk(prune_landscape.__path__, "prune_landscape.")
 banned = [m for m in ("lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb") if m in sys.modules]
 print(len(imported), ",".join(banned))
 """
