@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from _probe_helpers import assert_restored, classification_data, pruned_mlp, snapshot
 from prune_landscape.probes import PROBES, filter_normalized_direction, interpolate, loss_surface
 from prune_landscape.probes._params import KeptParameters
-from prune_landscape.probes.restarts import copy_model
+from prune_landscape.modelcopy import copy_model
 
 
 def _loss(net, x, y):

@@ -23,6 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from prune_landscape.batching import DataLike, first_batch, num_samples
 from prune_landscape.masks import MaskSet, find_parameter, prunable_parameters
+from prune_landscape.modelcopy import copy_model
 from prune_landscape.probes._params import resolve_loss, resolve_masks
 from prune_landscape.structure import analyze_structure, final_layer_name
 from prune_landscape.training import train
@@ -31,7 +32,6 @@ __all__ = [
     "FinalLayerABResult",
     "RestartSpreadResult",
     "budget_matched_masks",
-    "copy_model",
     "final_layer_ab",
     "restart_spread",
 ]
@@ -130,24 +130,6 @@ class FinalLayerABResult:
                      f"[{s['ci_low']:.3g}, {s['ci_high']:.3g}]\nWilcoxon p = {s['wilcoxon_pvalue']:.2g}", fontsize=9)
         fig.tight_layout()
         return fig
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works on a model pruned with torch.nn.utils.prune after a forward pass.
-
-    The prune hook leaves ``module.weight = weight_orig * mask``, a non-leaf tensor that deepcopy refuses;
-    it is detached for the copy and put back afterwards (the hook recomputes it on every forward anyway).
-    """
-    hooked = [(m, a[: -len("_orig")]) for m in model.modules() for a in m._parameters if a.endswith("_orig")]
-    saved = [(m, a, getattr(m, a, None)) for m, a in hooked]
-    try:
-        for module, attr, tensor in saved:
-            if isinstance(tensor, torch.Tensor):
-                setattr(module, attr, tensor.detach())
-        return copy.deepcopy(model)
-    finally:
-        for module, attr, tensor in saved:
-            setattr(module, attr, tensor)
 
 
 def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from prune_landscape.batching import iter_batches, num_samples
 from prune_landscape.masks import MaskSet, find_parameter
+from prune_landscape.modelcopy import copy_model
 from prune_landscape.structure import Structure
 from prune_landscape.theory.closedness import ClosednessResult, check_closedness
 from prune_landscape.theory.rank_condition import MAX_RANK_SAMPLES, RankResult, check_rank_condition
@@ -118,7 +118,7 @@ def _chain(model: nn.Module, structure: Structure) -> list[tuple[str, nn.Module]
 
 def _is_plain_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], example: torch.Tensor) -> bool:
     """True when applying the leaf modules in call order reproduces the model's output (float64)."""
-    twin = copy.deepcopy(model).double().cpu().eval()  # a CPU float64 twin: exact comparison, any device
+    twin = copy_model(model).double().cpu().eval()  # a CPU float64 twin: exact comparison, any device
     x = example.detach().cpu().to(torch.float64)
     x = x + torch.linspace(-1.0, 1.0, x.numel(), dtype=torch.float64).reshape(x.shape)  # not all zeros
     with torch.no_grad():
