@@ -1,0 +1,433 @@
+"""The pruning-method audit report: one HTML page, one Markdown file and one JSON file from a list of rows.
+
+A *row* is the plain dict :func:`prune_landscape.sweep.audit_cell` returns (one method x sparsity x
+final-layer policy x seed). This module only reads rows; it never prunes or trains, and it imports no
+lightning, hydra or wandb. Every number on the page and in the Markdown is formatted from the row it
+came from, so the three files always agree (``report.json`` holds the unrounded values).
+
+Example:
+    >>> rows = [{"key": "dense|0|dense|0", "method": "dense", "sparsity": 0.0, "final_layer_policy": "dense",
+    ...          "seed": 0, "density": 1.0, "final_layer": "fc2.weight", "final_layer_density": 1.0,
+    ...          "final_layer_dense": True, "fan_in_min": 32, "n": 100, "dead_units": 0,
+    ...          "collapsed_layers": [], "landscape": "RISKY", "existence": "UNKNOWN",
+    ...          "train_accuracy": 0.9, "test_accuracy": 0.8, "layer_densities": {"fc1.weight": 1.0}}]
+    >>> headline(rows)[0]
+    'Final layer left sparse: no method.'
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COLUMNS", "Column", "headline", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
+           "render_report", "to_html", "to_markdown", "write_atomic"]
+
+Row = Mapping[str, Any]
+_GOOD, _WARN, _BAD, _NEUTRAL = "good", "warn", "bad", "neutral"
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def _final_layer_state(row: Row) -> str:
+    if row.get("connected") is False:
+        return "NO PATH"  # no input reaches the outputs: dense or sparse no longer means anything
+    return "DENSE" if row["final_layer_dense"] else "SPARSE"
+
+
+def _final_layer_cell(row: Row) -> str:
+    return f"{_pct(row['final_layer_density'])} {_final_layer_state(row)}"
+
+
+def _final_layer_class(row: Row) -> str:
+    return {"NO PATH": _BAD, "DENSE": _GOOD}.get(_final_layer_state(row), _WARN)
+
+
+def _landscape_class(verdict: str) -> str:
+    if verdict.startswith("NO_"):
+        return _GOOD
+    return _WARN if verdict == "RISKY" else _NEUTRAL  # RISKY is a class-level warning, not a proof
+
+
+def _existence_class(verdict: str) -> str:
+    if verdict.startswith("OPTIMUM_EXISTS"):
+        return _GOOD
+    return _BAD if verdict == "OPTIMUM_MAY_NOT_EXIST" else _NEUTRAL
+
+
+@dataclass(frozen=True)
+class Column:
+    """One summary-table column: its header, how a row's cell reads, and its colour class."""
+
+    header: str
+    text: Callable[[Row], str]
+    css: Callable[[Row], str] = lambda row: ""
+    hint: str = ""
+
+
+#: The summary table, in order; the HTML page and the Markdown file both render exactly these cells.
+COLUMNS: tuple[Column, ...] = (
+    Column("method", lambda r: str(r["method"])),
+    Column("sparsity", lambda r: _pct(r["sparsity"])),
+    Column("final-layer policy", lambda r: str(r["final_layer_policy"])),
+    Column("seed", lambda r: str(r["seed"])),
+    Column("kept weights", lambda r: _pct(r["density"], 2), hint="global density achieved"),
+    Column("final layer", _final_layer_cell, _final_layer_class,
+           "density of the classifier weight; DENSE = every output sees every effective last-hidden unit"),
+    Column("min fan-in / n", lambda r: f"{r['fan_in_min']} / {r['n']}",
+           lambda r: _GOOD if r["fan_in_min"] >= r["n"] else _NEUTRAL,
+           "smallest per-output fan-in of the final layer against the number of training samples"),
+    Column("dead units", lambda r: str(r["dead_units"]), lambda r: _WARN if r["dead_units"] else ""),
+    Column("collapsed layers", lambda r: ", ".join(n.removesuffix(".weight") for n in r["collapsed_layers"]) or "none",
+           lambda r: _BAD if r["collapsed_layers"] else _GOOD),
+    Column("landscape", lambda r: str(r["landscape"]), lambda r: _landscape_class(str(r["landscape"]))),
+    Column("existence", lambda r: str(r["existence"]), lambda r: _existence_class(str(r["existence"]))),
+    Column("train acc", lambda r: _pct(r.get("train_accuracy"))),
+    Column("test acc", lambda r: _pct(r.get("test_accuracy"))),
+)
+
+
+def _ordered(rows: Sequence[Row]) -> list[Row]:
+    # The dense reference first, then by method name, sparsity, policy and seed: tables read as a grid.
+    return sorted(rows, key=lambda r: (r["method"] != "dense", str(r["method"]), float(r["sparsity"]),
+                                       _policy_rank(str(r["final_layer_policy"])), int(r["seed"])))
+
+
+def _policy_rank(policy: str) -> tuple[int, str]:
+    return (0 if policy == "prune" else 2 if policy == "dense" else 1, policy)
+
+
+def _methods(rows: Sequence[Row]) -> list[str]:
+    return sorted({str(r["method"]) for r in rows if r["method"] != "dense"})
+
+
+def _join_levels(rows: Sequence[Row]) -> str:
+    return ", ".join(f"{m} ({', '.join(f'{100 * s:g} %' for s in sorted({float(r['sparsity']) for r in rows if r['method'] == m}))})"
+                     for m in _methods(rows))
+
+
+def _join_densities(rows: Sequence[Row]) -> str:
+    """``method (final layer 18.8 % dense at 90 %, ...)``, the sparsest final layer first."""
+    parts = []
+    for method in _methods(rows):
+        chosen = sorted((float(r["sparsity"]), float(r["final_layer_density"])) for r in rows if r["method"] == method)
+        levels = {s: statistics.fmean(d for t, d in chosen if t == s) for s, _ in chosen}
+        text = ", ".join(f"{100 * d:.1f} % at {100 * s:g} %" for s, d in levels.items())
+        parts.append((min(levels.values()), f"{method} ({text})"))
+    return "; ".join(text for _, text in sorted(parts))
+
+
+def headline(rows: Sequence[Row]) -> list[str]:
+    """The report's first lines: which methods leave a sparse final layer, which collapse, who is best.
+
+    Example:
+        >>> headline([])
+        ['No rows yet.']
+    """
+    if not rows:
+        return ["No rows yet."]
+    pruned = [r for r in rows if r["method"] != "dense" and r["final_layer_policy"] == "prune"]
+    sparse = [r for r in pruned if not r["final_layer_dense"]]
+    lines = [f"Final layer left sparse (density kept): {_join_densities(sparse)}." if sparse
+             else "Final layer left sparse: no method."]
+    kept = [m for m in _methods(pruned) if m not in {r["method"] for r in sparse}]
+    if kept:
+        lines.append(f"Final layer kept dense without being told to: {', '.join(kept)}.")
+    collapsed = [r for r in rows if r["collapsed_layers"]]
+    lines.append(f"Collapsed (a layer with no alive unit): {_join_levels(collapsed)}." if collapsed
+                 else "No method collapsed a layer.")
+    for sparsity in sorted({float(r["sparsity"]) for r in rows if r["method"] != "dense"}):
+        scored = [r for r in rows if float(r["sparsity"]) == sparsity and r.get("test_accuracy") is not None
+                  and r["method"] != "dense"]
+        if scored:
+            best = max(scored, key=lambda r: r["test_accuracy"])
+            lines.append(f"Best test accuracy at {100 * sparsity:g} % sparsity: {best['method']} "
+                         f"(final layer {best['final_layer_policy']}), {_pct(best['test_accuracy'])}.")
+    pairs = _policy_gaps(rows)
+    if pairs:
+        lines.append("Keeping the final layer dense changes test accuracy by "
+                     + ", ".join(f"{gap:+.1f} pp at {100 * s:g} %" for s, gap in pairs) + " (mean over methods and seeds).")
+    verdicts: dict[str, int] = {}
+    for r in rows:
+        verdicts[str(r["landscape"])] = verdicts.get(str(r["landscape"]), 0) + 1
+    contexts = {r.get("context", "") for r in rows}
+    if len(contexts) > 1:
+        lines.append(f"These rows come from {len(contexts)} different configurations (their 'context' in report.json).")
+    lines.append("Landscape verdicts: " + ", ".join(f"{v} x{c}" for v, c in sorted(verdicts.items())) + ".")
+    return lines
+
+
+def _policy_gaps(rows: Sequence[Row]) -> list[tuple[float, float]]:
+    """(sparsity, mean test-accuracy gain in points of 'dense' over 'prune'), paired by method and seed."""
+    table = {(r["method"], float(r["sparsity"]), r["seed"], r["final_layer_policy"]): r.get("test_accuracy") for r in rows}
+    gaps: dict[float, list[float]] = {}
+    for (method, sparsity, seed, policy), accuracy in table.items():
+        other = table.get((method, sparsity, seed, "prune"))
+        if policy == "dense" and method != "dense" and accuracy is not None and other is not None:
+            gaps.setdefault(sparsity, []).append(100 * (accuracy - other))
+    return [(s, statistics.fmean(g)) for s, g in sorted(gaps.items())]
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colours(rows: Sequence[Row]) -> dict[str, Any]:
+    plt = _pyplot()
+    cycle = plt.get_cmap("tab10")
+    return {method: cycle(i % 10) for i, method in enumerate(_methods(rows))}
+
+
+def _mean_by(rows: Sequence[Row], field: str) -> dict[tuple[str, str, float], float]:
+    groups: dict[tuple[str, str, float], list[float]] = {}
+    for r in rows:
+        if r.get(field) is not None:
+            groups.setdefault((r["method"], r["final_layer_policy"], float(r["sparsity"])), []).append(float(r[field]))
+    return {k: statistics.fmean(v) for k, v in groups.items()}
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
+
+
+def plot_final_layer(rows: Sequence[Row]):
+    """Final-layer density against sparsity, one line per method (rows whose policy prunes it)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
+    means = _mean_by([r for r in rows if r["final_layer_policy"] == "prune"], "final_layer_density")
+    for method, colour in _colours(rows).items():
+        points = sorted((s, v) for (m, _, s), v in means.items() if m == method)
+        if points:
+            ax.plot([100 * s for s, _ in points], [100 * v for _, v in points], "o-", color=colour, label=method)
+    ax.set(xlabel="sparsity (%)", ylabel="final-layer density (%)", title="Final layer under global pruning")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def plot_accuracy(rows: Sequence[Row]):
+    """Test accuracy against sparsity: solid = final layer pruned, dashed = kept dense; grey = dense net."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
+    means = _mean_by(rows, "test_accuracy")
+    for method, colour in _colours(rows).items():
+        for policy, style in (("prune", "o-"), ("dense", "s--")):
+            points = sorted((s, v) for (m, p, s), v in means.items() if m == method and p == policy)
+            if points:
+                ax.plot([100 * s for s, _ in points], [100 * v for _, v in points], style, color=colour,
+                        label=f"{method}" if policy == "prune" else None, alpha=1.0 if policy == "prune" else 0.7)
+    dense = [v for (m, _, _), v in means.items() if m == "dense"]
+    if dense:
+        ax.axhline(100 * statistics.fmean(dense), color="grey", lw=1, ls=":", label="dense network")
+    ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="Accuracy (dashed: dense final layer)")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def plot_layer_profiles(rows: Sequence[Row]):
+    """Per-layer density, one panel per sparsity, one line per method (final layer pruned)."""
+    plt = _pyplot()
+    from matplotlib import ticker
+
+    pruned = [r for r in rows if r["final_layer_policy"] == "prune" and r["method"] != "dense" and r.get("layer_densities")]
+    levels = sorted({float(r["sparsity"]) for r in pruned}) or [0.0]
+    fig, axes = plt.subplots(1, len(levels), figsize=(min(4.2 * len(levels), 13), 3.2), squeeze=False,
+                             layout="constrained", sharey=True)
+    colours = _colours(rows)
+    for ax, sparsity in zip(axes[0], levels):
+        layers: list[str] = []
+        for method, colour in colours.items():
+            chosen = [r for r in pruned if r["method"] == method and float(r["sparsity"]) == sparsity]
+            if not chosen:
+                continue
+            layers = list(chosen[0]["layer_densities"])
+            values = [statistics.fmean(float(r["layer_densities"][name]) for r in chosen) for name in layers]
+            ax.plot(range(len(layers)), [max(100 * v, 1e-3) for v in values], "o-", color=colour, label=method, ms=3)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        short = [name.removesuffix(".weight") for name in layers]
+        ax.set_xticks(range(len(short)), short, rotation=60 if len(short) > 6 else 0, fontsize=7, ha="right" if len(short) > 6 else "center")
+        ax.set_title(f"{100 * sparsity:g} % sparsity", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("layer density (%)")
+    _legend(axes[0][0])
+    return fig
+
+
+_PLOTS = {"layer_profiles": plot_layer_profiles, "final_layer": plot_final_layer, "accuracy": plot_accuracy}
+
+
+def _save_plots(rows: Sequence[Row], directory: Path) -> dict[str, Path]:
+    plt = _pyplot()
+    (directory / "plots").mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, draw in _PLOTS.items():
+        fig = draw(rows)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        paths[name] = directory / "plots" / f"{name}.png"
+        write_atomic(paths[name], buffer.getvalue())
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- writers
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write through a temporary file and rename, so a reader (or a Ctrl-C) never sees half a file."""
+    data = content.encode() if isinstance(content, str) else content
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _probe_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    keys = sorted({f"{probe}/{key}" for r in rows for probe, values in (r.get("probes") or {}).items() for key in values})
+    body = []
+    for r in rows:
+        cells = []
+        for key in keys:
+            probe, name = key.split("/", 1)
+            value = (r.get("probes") or {}).get(probe, {}).get(name)
+            cells.append("—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}")
+        body.append(cells)
+    return keys, body
+
+
+def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> str:
+    """The report as Markdown: headline, summary table, probe scalars and links to the plots."""
+    rows = _ordered(rows)
+    lines = [f"# {title}", ""]
+    if interrupted:
+        lines += ["**Interrupted: the rows below are the ones that finished.**", ""]
+    lines += [f"- {line}" for line in headline(rows)] + [""]
+    for key, value in (meta or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.text(r).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
+    keys, body = _probe_table(rows)
+    if keys:
+        lines += ["", "## Probes", "", "| method | sparsity | final-layer policy | seed | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (4 + len(keys))]
+        lines += [f"| {r['method']} | {_pct(r['sparsity'])} | {r['final_layer_policy']} | {r['seed']} | " + " | ".join(cells) + " |"
+                  for r, cells in zip(rows, body)]
+    lines += ["", "## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in _PLOTS] + [""]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#1d1d1f;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
+.meta{color:#666;font-size:12px;margin-bottom:14px}.meta span{margin-right:14px}
+.headline{background:#f5f7fb;border-left:4px solid #3a6ff7;padding:10px 16px;margin:12px 0;border-radius:4px}
+.headline li{margin:3px 0}.interrupted{background:#fff3bf;border-left-color:#f59f00}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12px;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #e4e4e7;text-align:left;white-space:nowrap}
+th{background:#fafafa;position:sticky;top:0;font-weight:600}tr:hover td{background:#f3f6ff}
+td.good{background:#d3f9d8;color:#1b5e20}td.warn{background:#fff3bf;color:#7a4b00}td.bad{background:#ffd8d8;color:#8b0000;font-weight:600}
+td.neutral{background:#f1f3f5;color:#555}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.dense td:first-child{font-style:italic}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{max-height:330px;border:1px solid #eee;border-radius:4px}
+.bar{display:inline-block;height:8px;background:#4c6ef5;border-radius:2px;margin-right:6px;vertical-align:middle}
+details{margin:6px 0}.figs{display:flex;flex-wrap:wrap;gap:8px}.figs figure{margin:0;font-size:11px;color:#555}.figs img{height:200px}
+"""
+
+
+def _image(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _cell(column: Column, row: Row) -> str:
+    text = column.text(row)
+    classes = " ".join(c for c in (column.css(row), "num" if column.header in ("kept weights", "train acc", "test acc", "dead units") else "") if c)
+    inner = escape(text)
+    if column.header == "test acc" and row.get("test_accuracy") is not None:
+        inner = f'<span class="bar" style="width:{round(60 * row["test_accuracy"])}px"></span>{inner}'
+    if column.header == "landscape" and row.get("landscape_rules"):
+        return f'<td class="{classes}" title="rules: {escape(", ".join(row["landscape_rules"]))}">{inner}</td>'
+    return f'<td class="{classes}">{inner}</td>'
+
+
+def to_html(rows: Sequence[Row], *, title: str, plots: Mapping[str, Path], directory: Path,
+            meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> str:
+    """The report as one self-contained HTML page (plots embedded; probe figures linked from ``directory``)."""
+    rows = _ordered(rows)
+    head = "".join(f'<th title="{escape(c.hint)}">{escape(c.header)}</th>' for c in COLUMNS)
+    body = "".join(f'<tr class="{"dense" if r["method"] == "dense" else ""}">' + "".join(_cell(c, r) for c in COLUMNS) + "</tr>"
+                   for r in rows)
+    notice = '<li><b>Interrupted: the rows below are the ones that finished.</b></li>' if interrupted else ""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1><div class='meta'>"
+        + "".join(f"<span><b>{escape(str(k))}</b> {escape(str(v))}</span>" for k, v in (meta or {}).items()) + "</div>",
+        f"<ul class='headline{' interrupted' if interrupted else ''}'>{notice}"
+        + "".join(f"<li>{escape(line)}</li>" for line in headline(rows)) + "</ul>",
+        "<div class='plots'>" + "".join(f"<img alt='{n}' src='{_image(p)}'>" for n, p in plots.items()) + "</div>",
+        f"<h2>Summary ({len(rows)} rows)</h2><div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>",
+    ]
+    keys, cells = _probe_table(rows)
+    if keys:
+        parts.append("<h2>Probe scalars</h2><div class='scroll'><table><thead><tr><th>method</th><th>sparsity</th><th>final-layer policy</th><th>seed</th>"
+                     + "".join(f"<th>{escape(k)}</th>" for k in keys) + "</tr></thead><tbody>"
+                     + "".join(f"<tr><td>{escape(str(r['method']))}</td><td>{_pct(r['sparsity'])}</td><td>{escape(str(r['final_layer_policy']))}</td>"
+                               f"<td>{r['seed']}</td>" + "".join(f"<td class='num'>{c}</td>" for c in row_cells) + "</tr>"
+                               for r, row_cells in zip(rows, cells)) + "</tbody></table></div>")
+    figures = [(r, probe, path) for r in rows for probe, path in (r.get("figures") or {}).items() if (directory / path).is_file()]
+    if figures:
+        parts.append("<h2>Probe figures</h2>")
+        for probe in sorted({p for _, p, _ in figures}):
+            parts.append(f"<details><summary>{escape(probe)}</summary><div class='figs'>"
+                         + "".join(f"<figure><img loading='lazy' src='{escape(path)}'><figcaption>{escape(r['method'])} "
+                                   f"{_pct(r['sparsity'])} final layer {escape(str(r['final_layer_policy']))} seed {r['seed']}</figcaption></figure>"
+                                   for r, p, path in figures if p == probe) + "</div></details>")
+    parts.append("<p class='meta'>Every number here is in report.json, unrounded.</p></body></html>")
+    return "".join(parts)
+
+
+def render_report(rows: Sequence[Row], directory: str | os.PathLike, *, title: str = "Pruning-method audit",
+                  meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into ``directory``.
+
+    Returns:
+        ``{"json": ..., "markdown": ..., "html": ..., "plot/<name>": ...}`` paths.
+
+    Example:
+        >>> import tempfile
+        >>> sorted(render_report([], tempfile.mkdtemp()))[:3]
+        ['html', 'json', 'markdown']
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = _ordered(rows)
+    plots = _save_plots(rows, directory)
+    document = {"title": title, "meta": dict(meta or {}), "interrupted": interrupted, "headline": headline(rows), "rows": list(rows)}
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md", "html": directory / "report.html"}
+    write_atomic(paths["json"], json.dumps(document, indent=1, default=str))
+    write_atomic(paths["markdown"], to_markdown(rows, title=title, meta=meta, interrupted=interrupted))
+    write_atomic(paths["html"], to_html(rows, title=title, plots=plots, directory=directory, meta=meta, interrupted=interrupted))
+    return {**paths, **{f"plot/{name}": path for name, path in plots.items()}}

@@ -1,0 +1,222 @@
+"""From scores to masks: scope (global / layer-wise / ERK) and the final-layer policy. Pure code.
+
+Every function here works on plain dicts of CPU tensors and never touches a model, so the same rules
+drive one-shot pruning, the exponential schedule at init, gradual magnitude pruning and IMP.
+
+- ``Scope.GLOBAL``: one top-k over all prunable weights (the papers' default).
+- ``Scope.LAYERWISE``: every layer keeps the same fraction of its weights.
+- ``Scope.ERK``: Erdos-Renyi-Kernel densities (Evci et al. 2020, RigL): a layer's density is proportional
+  to ``sum(shape) / prod(shape)``; layers that would exceed density 1 stay dense and the rest share the
+  remainder. Within each layer the highest scores are kept.
+- Final layer: ``prune`` (no special treatment), ``dense`` (kept whole, budget taken from the other layers
+  so the global density is still exact), or a density floor (the final layer keeps at least
+  ``ceil(x * size)`` weights, chosen by its own scores, the budget again taken from the others).
+
+Example:
+    >>> import torch
+    >>> scores = {"a": torch.tensor([4.0, 3.0, 2.0, 1.0]), "b": torch.tensor([5.0, 0.5])}
+    >>> current = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    >>> masks = allocate(scores, current, 3, final_layer="b", policy=FinalLayerPolicy.parse("dense"))
+    >>> masks["a"].tolist(), masks["b"].tolist()
+    ([True, False, False, False], [True, True])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from prune_landscape.pruning.topk import apportion, topk_mask
+
+__all__ = ["FinalLayerMode", "FinalLayerPolicy", "Scope", "allocate", "check_final_layer_budget", "num_to_keep"]
+
+
+class Scope(str, Enum):
+    """How the kept budget is spread over layers."""
+
+    GLOBAL = "global"
+    LAYERWISE = "layerwise"
+    ERK = "erk"
+
+    @classmethod
+    def parse(cls, value: str | Scope) -> Scope:
+        """``"global"``, ``"layerwise"`` (also ``"local"``) or ``"erk"``."""
+        if isinstance(value, Scope):
+            return value
+        aliases = {"local": "layerwise", "layer": "layerwise", "layer_wise": "layerwise"}
+        text = aliases.get(str(value).lower(), str(value).lower())
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"scope must be one of {[s.value for s in cls]}, got {value!r}") from None
+
+
+class FinalLayerMode(str, Enum):
+    """What happens to the final (classifier) layer."""
+
+    PRUNE = "prune"
+    DENSE = "dense"
+    MIN_DENSITY = "min_density"
+
+
+@dataclass(frozen=True)
+class FinalLayerPolicy:
+    """The final-layer policy: ``mode`` and, for ``MIN_DENSITY``, the floor ``min_density`` in (0, 1]."""
+
+    mode: FinalLayerMode = FinalLayerMode.PRUNE
+    min_density: float | None = None
+
+    @classmethod
+    def parse(cls, value: str | float | FinalLayerPolicy) -> FinalLayerPolicy:
+        """Accept ``"prune"``, ``"dense"``, a float floor like ``0.3`` or the string ``"min_density=0.3"``.
+
+        Raises:
+            ValueError: naming the accepted forms and the value given.
+        """
+        if isinstance(value, FinalLayerPolicy):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"final_layer must be 'prune', 'dense' or a density in (0, 1], got {value!r}")
+        if isinstance(value, (int, float)):
+            floor = float(value)
+        elif isinstance(value, str) and value.lower() in ("prune", "dense"):
+            return cls(FinalLayerMode(value.lower()))
+        elif isinstance(value, str) and value.replace(" ", "").lower().startswith("min_density="):
+            text = value.replace(" ", "").split("=", 1)[1]
+            try:
+                floor = float(text)
+            except ValueError:
+                raise ValueError(f"final_layer 'min_density=x' needs a number x, got {value!r}") from None
+        else:
+            raise ValueError(
+                f"final_layer must be 'prune', 'dense', a density in (0, 1] or 'min_density=x', got {value!r}"
+            )
+        if not 0.0 < floor <= 1.0 or math.isnan(floor):
+            raise ValueError(f"final_layer min density must be in (0, 1], got {floor}")
+        return cls(FinalLayerMode.MIN_DENSITY, floor)
+
+
+def num_to_keep(density: float, total: int) -> int:
+    """The exact kept count, ``round(density * total)`` (Python's round: halves go to the even integer)."""
+    return int(round(density * total))
+
+
+def _erk_weight(shape: torch.Size) -> int:
+    # n_l * (sum of dims / product of dims) = sum of dims: the ERK share of a layer before capping.
+    return int(sum(shape)) if len(shape) else 1
+
+
+def _select(
+    scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor], names: list[str], budget: int, scope: Scope
+) -> dict[str, torch.Tensor]:
+    if not names:
+        return {}
+    if scope is Scope.GLOBAL:
+        flat_scores = torch.cat([scores[n].reshape(-1).to("cpu", torch.float64) for n in names])
+        flat_available = torch.cat([current[n].reshape(-1).cpu() for n in names])
+        flat_keep = topk_mask(flat_scores, budget, flat_available)
+        out, start = {}, 0
+        for n in names:
+            size = current[n].numel()
+            out[n] = flat_keep[start : start + size].reshape(current[n].shape)
+            start += size
+        return out
+    caps = [int(current[n].sum()) for n in names]
+    if scope is Scope.LAYERWISE:
+        weights: list[int] = [current[n].numel() for n in names]
+    else:
+        weights = [_erk_weight(current[n].shape) for n in names]
+    counts = apportion(budget, weights, caps)
+    return {n: topk_mask(scores[n], k, current[n]) for n, k in zip(names, counts)}
+
+
+def check_final_layer_budget(
+    current: Mapping[str, torch.Tensor], num_keep: int, final_layer: str | None, policy: FinalLayerPolicy
+) -> int:
+    """The final layer's guaranteed kept count under ``policy``; raises (with numbers) if it cannot fit.
+
+    Called by :func:`prune` before any scoring, and again by :func:`allocate`.
+    """
+    if policy.mode is FinalLayerMode.PRUNE:
+        return 0
+    if final_layer not in current:
+        raise ValueError(f"final layer {final_layer!r} is not among the masked tensors {list(current)}")
+    final_available = int(current[final_layer].sum())
+    total = sum(m.numel() for m in current.values())
+    if policy.mode is FinalLayerMode.DENSE:
+        if final_available > num_keep:
+            raise ValueError(
+                f"final_layer='dense' is impossible: {final_layer} alone has {final_available} weights but the "
+                f"budget is {num_keep} of {total} (density {num_keep / max(1, total):.4g}); "
+                "lower the sparsity or use a min density"
+            )
+        return final_available
+    floor = min(final_available, math.ceil(policy.min_density * current[final_layer].numel() - 1e-9))  # type: ignore[operator]
+    if floor > num_keep:
+        raise ValueError(
+            f"final_layer min density {policy.min_density} needs {floor} weights of {final_layer} but the whole "
+            f"budget is {num_keep} of {total}; lower the sparsity or the floor"
+        )
+    return floor
+
+
+def allocate(
+    scores: Mapping[str, torch.Tensor],
+    current: Mapping[str, torch.Tensor],
+    num_keep: int,
+    *,
+    scope: Scope | str = Scope.GLOBAL,
+    final_layer: str | None = None,
+    policy: FinalLayerPolicy | str | float = FinalLayerPolicy(),
+) -> dict[str, torch.Tensor]:
+    """Keep exactly ``num_keep`` entries (higher score kept first) under ``scope`` and the final-layer policy.
+
+    Args:
+        scores: name -> score tensor (higher = more important).
+        current: name -> bool mask in force; entries already pruned are never revived.
+        num_keep: the exact total kept count over all tensors.
+        scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
+        final_layer: the final layer's weight name (needed unless the policy is ``prune``).
+        policy: a :class:`FinalLayerPolicy` or what :meth:`FinalLayerPolicy.parse` accepts.
+
+    Returns:
+        name -> bool mask (CPU), every mask a subset of ``current``.
+
+    Raises:
+        ValueError: if ``num_keep`` exceeds what ``current`` keeps, or the final-layer policy cannot be met
+            (the message gives the numbers).
+    """
+    scope = Scope.parse(scope)
+    policy = FinalLayerPolicy.parse(policy)
+    names = list(current)
+    if set(scores) != set(names):
+        missing = sorted(set(names) - set(scores))
+        extra = sorted(set(scores) - set(names))
+        raise ValueError(f"scores must cover exactly the masked tensors; missing {missing}, unexpected {extra}")
+    for n in names:
+        if tuple(scores[n].shape) != tuple(current[n].shape):
+            raise ValueError(f"score {n!r}: expected shape {tuple(current[n].shape)}, got {tuple(scores[n].shape)}")
+    current = {n: current[n].cpu() for n in names}
+    available = sum(int(m.sum()) for m in current.values())
+    if not 0 <= num_keep <= available:
+        raise ValueError(
+            f"num_keep must be in [0, {available}] (masks only shrink: {available} weights are kept now), got {num_keep}"
+        )
+    if policy.mode is FinalLayerMode.PRUNE:
+        return _select(scores, current, names, num_keep, scope)
+    floor = check_final_layer_budget(current, num_keep, final_layer, policy)
+    others = [n for n in names if n != final_layer]
+    if policy.mode is FinalLayerMode.DENSE:
+        masks = _select(scores, current, others, num_keep - floor, scope)
+        masks[final_layer] = current[final_layer].clone()
+        return masks
+    masks = _select(scores, current, names, num_keep, scope)
+    if int(masks[final_layer].sum()) >= floor:
+        return masks
+    masks = _select(scores, current, others, num_keep - floor, scope)
+    masks[final_layer] = topk_mask(scores[final_layer], floor, current[final_layer])
+    return masks

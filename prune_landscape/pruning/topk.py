@@ -1,0 +1,103 @@
+"""Exact top-k selection and exact integer apportioning: the arithmetic every allocation shares.
+
+The kept count is always an exact integer (``round(density * N)``), never a threshold on scores, so ties
+cannot change how many weights survive.
+
+Tie rule (documented contract, tested): scores are ranked with a *stable* descending sort, so among equal
+scores the entry with the lower flat index is kept first. Over several tensors the flat index is the
+position in the concatenation of the tensors in the order given (``prunable_parameters`` order:
+registration order), so an earlier tensor wins a tie against a later one.
+
+Example:
+    >>> import torch
+    >>> topk_mask(torch.tensor([1.0, 3.0, 3.0, 2.0]), 2).tolist()
+    [False, True, True, False]
+    >>> apportion(10, [1, 1, 2], [10, 10, 10])
+    [3, 2, 5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["apportion", "topk_mask"]
+
+
+def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask (shape of ``scores``) keeping exactly the ``k`` highest scores among ``available``.
+
+    Args:
+        scores: any real tensor; NaN is rejected.
+        k: how many entries to keep; ``0 <= k <= available.sum()``.
+        available: bool tensor of candidates (default: every entry). Entries outside it are never kept:
+            this is how masks only shrink.
+
+    Raises:
+        ValueError: on NaN scores or an impossible ``k``.
+    """
+    flat = scores.detach().reshape(-1).to("cpu", torch.float64)
+    if torch.isnan(flat).any():
+        raise ValueError(f"scores must not contain NaN, got {int(torch.isnan(flat).sum())} NaN entries")
+    candidates = (
+        torch.arange(flat.numel()) if available is None else torch.nonzero(available.reshape(-1).cpu(), as_tuple=True)[0]
+    )
+    if not 0 <= k <= candidates.numel():
+        raise ValueError(f"k must be in [0, {candidates.numel()}] (the available entries), got {k}")
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k:
+        # Stable descending sort over candidates listed in ascending index order: ties keep lower index.
+        order = torch.sort(flat[candidates], descending=True, stable=True).indices[:k]
+        keep[candidates[order]] = True
+    return keep.reshape(scores.shape)
+
+
+def apportion(total: int, weights: Sequence[int | float], caps: Sequence[int]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights``, each at most its cap, summing exactly.
+
+    Parts whose proportional share reaches their cap are fixed at the cap and the rest is re-split
+    among the others (the ERK rule for layers that would exceed density 1). The fractional remainder
+    goes to the largest remainders; ties go to the earlier part.
+
+    Raises:
+        ValueError: if ``total`` exceeds the sum of the caps or is negative.
+    """
+    if total < 0 or total > sum(caps):
+        raise ValueError(f"total must be in [0, {sum(caps)}] (the sum of the caps), got {total}")
+    if len(weights) != len(caps):
+        raise ValueError(f"weights and caps must have equal lengths, got {len(weights)} and {len(caps)}")
+    # Scale float weights to exact integers so the arithmetic below is exact.
+    scaled = [int(round(float(w) * 2**20)) if not isinstance(w, int) else w * 2**20 for w in weights]
+    if any(w < 0 for w in scaled):
+        raise ValueError(f"weights must be >= 0, got {list(weights)}")
+    counts = [0] * len(caps)
+    remaining = [i for i in range(len(caps)) if caps[i] > 0]
+    budget = total
+    while True:
+        weight_sum = sum(scaled[i] for i in remaining)
+        if not remaining or budget == 0:
+            break
+        if weight_sum == 0:
+            # No preference left: split evenly by capacity.
+            for i in remaining:
+                scaled[i] = caps[i]
+            continue
+        saturated = [i for i in remaining if budget * scaled[i] >= caps[i] * weight_sum]
+        if not saturated:
+            break
+        for i in saturated:
+            counts[i] = caps[i]
+            budget -= caps[i]
+        remaining = [i for i in remaining if i not in saturated]
+    if remaining and budget:
+        weight_sum = sum(scaled[i] for i in remaining)
+        floors = {i: budget * scaled[i] // weight_sum for i in remaining}
+        remainders = {i: budget * scaled[i] % weight_sum for i in remaining}
+        for i in remaining:
+            counts[i] = floors[i]
+        leftover = budget - sum(floors.values())
+        # Largest remainder first; sorted() is stable, so ties go to the earlier part.
+        for i in sorted(remaining, key=lambda j: -remainders[j])[:leftover]:
+            counts[i] += 1
+    return counts

@@ -1,0 +1,142 @@
+"""The audit runner's core: the row store, plan validation, cells, seeding, resuming."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import pytest
+import torch
+
+from prune_landscape import models
+from prune_landscape.sweep import Cell, RowStore, SweepPlan, _policy_text, check_writable, fresh_model, run_sweep
+
+
+def _append_many(directory, worker, count):
+    store = RowStore(directory)
+    for i in range(count):
+        store.append({"key": f"{worker}-{i}", "payload": "x" * 2000})
+
+
+def test_row_store_keeps_last_row_per_key_and_skips_a_torn_line(tmp_path):
+    store = RowStore(tmp_path)
+    assert store.rows() == []
+    store.append({"key": "a", "value": 1.5})
+    store.append({"key": "b", "value": float("nan"), "t": torch.tensor([1, 2])})
+    store.append({"key": "a", "value": 2.5})
+    with open(store.path, "a") as stream:
+        stream.write('{"key": "c", "val')  # a process killed mid-write
+    rows = store.rows()
+    assert [r["key"] for r in rows] == ["b", "a"]
+    assert rows[1]["value"] == 2.5
+    assert rows[0]["value"] is None and rows[0]["t"] == [1, 2]  # strict JSON: no NaN; tensors as lists
+    with pytest.raises(ValueError, match="needs a 'key'"):
+        store.append({"value": 1})
+
+
+def test_row_store_is_safe_across_processes(tmp_path):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_many, args=(tmp_path, w, 25)) for w in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    lines = (tmp_path / "rows.jsonl").read_text().splitlines()
+    assert len(lines) == 75 and all(json.loads(line)["payload"] == "x" * 2000 for line in lines)
+    assert len(RowStore(tmp_path).rows()) == 75
+
+
+@pytest.mark.parametrize(("policy", "text"), [("prune", "prune"), ("dense", "dense"), (0.3, "min_density=0.3"),
+                                              ("min_density=0.25", "min_density=0.25"), (1, "min_density=1")])
+def test_final_layer_policies_normalise(policy, text):
+    assert _policy_text(policy) == text
+
+
+@pytest.mark.parametrize("policy", ["sparse", 0.0, 1.5, "min_density=x", None])
+def test_bad_final_layer_policy_names_the_choices(policy):
+    with pytest.raises(ValueError, match="prune|min density|min_density"):
+        _policy_text(policy)
+
+
+def test_cell_keys_and_order():
+    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.9, 0.98), final_layers=("prune", 0.5), seeds=(0, 3))
+    cells = plan.cells()
+    assert len(cells) == 2 + 2 * 2 * 2 * 2
+    assert cells[0] == Cell("dense", 0.0, "dense", 0) and cells[1].key == "dense|0|dense|3"
+    assert cells[2].key == "magnitude|0.9|prune|0" and cells[-1].key == "random|0.98|min_density=0.5|3"
+    assert len({c.key for c in cells}) == len(cells)
+    no_baseline = SweepPlan(methods=("snip",), sparsities=(0.5,), dense_baseline=False)
+    assert [c.key for c in no_baseline.cells()] == ["snip|0.5|prune|0"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": ("magnitud",)}, r"unknown pruning method 'magnitud'; expected one of \[.*'magnitude'.*\]"),
+        ({"methods": ()}, "at least one"),
+        ({"sparsities": (1.0,)}, r"in \[0, 1\)"),
+        ({"sparsities": ()}, r"in \[0, 1\)"),
+        ({"seeds": (-1,)}, "non-negative"),
+        ({"scope": "local"}, "scope must be one of"),
+        ({"method_options": {"snipp": {}}}, r"method_options for unknown method 'snipp'; expected names from \["),
+        ({"epochs": -1}, "epochs must be"),
+        ({"lr": 0.0}, "lr must be"),
+        ({"probes": ("hesian",)}, r"unknown probe 'hesian'; expected some of \[.*'hessian'"),
+        ({"n_samples": 0}, "n_samples"),
+    ],
+)
+def test_plan_rejects_bad_settings_before_any_work(kwargs, message):
+    settings = {"methods": ("magnitude",), "sparsities": (0.9,), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        SweepPlan(**settings)
+
+
+def test_fresh_model_is_a_function_of_the_seed():
+    a, b, c = (fresh_model(lambda: models.mlp([5, 4, 3]), seed) for seed in (1, 1, 2))
+    assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc2.bias, b.fc2.bias)
+    assert not torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+def test_check_writable_fails_clearly(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="not writable"):
+        check_writable(blocker / "report")
+    assert check_writable(tmp_path / "new" / "dir").is_dir()
+
+
+def test_run_sweep_resumes_and_skips_finished_rows(tmp_path):
+    """An interrupted sweep keeps its rows; the re-run does only the rest and gives the same numbers."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.5,), final_layers=("prune", "dense"), epochs=2, lr=0.1,
+                     train_options={"batch_size": 32})
+    factory = lambda: models.mlp([6, 16, 3])  # noqa: E731
+    store = RowStore(tmp_path)
+    calls = []
+
+    def stop_after_two(row):
+        calls.append(row["key"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, factory, (x, y), (x, y), store=store, on_row=[stop_after_two], progress=False, context="c1")
+    assert [r["key"] for r in store.rows()] == calls == ["dense|0|dense|0", "magnitude|0.5|prune|0"]
+    rest = run_sweep(plan, factory, (x, y), (x, y), store=store, progress=False, context="c1")
+    assert [r["key"] for r in rest] == ["magnitude|0.5|dense|0", "random|0.5|prune|0", "random|0.5|dense|0"]
+    rows = {r["key"]: r for r in store.rows()}
+    assert len(rows) == 5
+    # a different context (another model or data) is not confused with finished rows
+    again = run_sweep(plan, factory, (x, y), (x, y), store=RowStore(tmp_path), progress=False, context="c2",
+                      on_row=[lambda row: None])
+    assert len(again) == 5
+    # the budget is exact: round((1 - s) * N) kept of N = 6*16 + 16*3 prunable weights
+    total = 6 * 16 + 16 * 3
+    for key in ("magnitude|0.5|prune|0", "random|0.5|dense|0"):
+        assert rows[key]["density"] == pytest.approx(round(0.5 * total) / total)
+    assert rows["magnitude|0.5|dense|0"]["final_layer_density"] == 1.0
+    assert rows["dense|0|dense|0"]["density"] == 1.0 and rows["dense|0|dense|0"]["final_layer_dense"] is True
+    # the same cell from the same seed gives the same row (the re-run under context c2 repeats it)
+    assert {r["key"]: r["test_accuracy"] for r in again} == {k: r["test_accuracy"] for k, r in rows.items()}
