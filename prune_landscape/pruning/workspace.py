@@ -14,13 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn.utils import parametrize, prune
+
+from prune_landscape.modelcopy import plain_copy
 
 __all__ = ["masked_call", "model_device", "weight_of", "working_copy"]
 
@@ -31,27 +31,7 @@ def working_copy(model: nn.Module) -> nn.Module:
     Raises:
         TypeError: if the model cannot be deep-copied (the message says why).
     """
-    # torch.nn.utils.prune leaves `weight = weight_orig * weight_mask` as a non-leaf attribute, which
-    # deepcopy refuses; hand deepcopy detached copies of such tensors through its memo instead.
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    try:
-        work = copy.deepcopy(model, memo)
-    except Exception as error:  # noqa: BLE001 - re-raised with the reason
-        raise TypeError(
-            f"pruning scores are computed on a private copy of the model, but copy.deepcopy failed for "
-            f"{type(model).__name__}: {error}"
-        ) from error
-    for module in work.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-        if parametrize.is_parametrized(module):
-            for attr in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+    work = plain_copy(model)
     for parameter in work.parameters():
         parameter.requires_grad_(False)
         parameter.grad = None
