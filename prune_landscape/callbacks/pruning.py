@@ -1,0 +1,291 @@
+"""Pruning callbacks: at initialisation, gradual magnitude (Zhu & Gupta), and IMP with rewinding (OpenLTH).
+
+Lightning adapter (may import pytorch_lightning). Each callback only decides *when*; the masks come from
+:mod:`prune_landscape.pruning` and are attached with :meth:`MaskSet.apply_to` (torch.nn.utils.prune), so
+the optimizer keeps its Parameter objects and pruned weights get zero gradient.
+
+Masks are attached in ``setup`` (before the optimizer is built and before a checkpoint is loaded): the
+module's parameter order and state-dict keys are then the same in a fresh and in a resumed run, so
+``Trainer.fit(ckpt_path=...)`` restores the masks bit for bit. Gradual and IMP pruning attach all-ones
+masks there and overwrite them in place later. With several processes, rank 0's masks are broadcast
+whenever they change; as the mask buffers exist before DDP wraps the model, DDP's own buffer sync keeps
+them equal too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from prune_landscape.batching import DataLike
+from prune_landscape.callbacks._support import (
+    broadcast_masks,
+    current_masks,
+    example_batch,
+    install_mask_restore_hook,
+    resolve_train_data,
+)
+from prune_landscape.masks import MaskSet
+
+__all__ = ["GradualMagnitudePruning", "IterativeMagnitudePruning", "PruneAtInit"]
+
+FinalLayer = str | float
+
+
+def _attach(trainer: pl.Trainer, pl_module: pl.LightningModule, masks: MaskSet) -> MaskSet:
+    masks = broadcast_masks(trainer, masks)
+    masks.apply_to(pl_module)
+    return masks
+
+
+def _ensure_masks_attached(pl_module: pl.LightningModule) -> None:
+    """Attach all-ones masks to prunable weights that carry none, so later updates only write buffers."""
+    hooked = MaskSet.from_module(pl_module, source="hooks")
+    dense = MaskSet.dense(pl_module)
+    missing = {name: mask for name, mask in dense.items() if name not in hooked}
+    if missing:
+        MaskSet(missing).apply_to(pl_module)
+
+
+def _shrink(
+    trainer: pl.Trainer,
+    pl_module: pl.LightningModule,
+    sparsity: float,
+    final_layer: FinalLayer,
+    scope: str,
+    example_input: torch.Tensor | None,
+) -> MaskSet:
+    """Magnitude masks at ``sparsity``, shrunk from the current ones (never reviving a weight); attached.
+
+    A target below the current sparsity (e.g. after a sparser PruneAtInit) leaves the masks as they are.
+    """
+    from prune_landscape.pruning import magnitude_step, num_to_keep
+
+    current = current_masks(pl_module)
+    if num_to_keep(1.0 - sparsity, current.num_total) >= current.num_kept:
+        return current
+    masks = magnitude_step(pl_module, sparsity, current, final_layer=final_layer, scope=scope, example_input=example_input)
+    return _attach(trainer, pl_module, masks)
+
+
+def _batch_inputs(batch: Any) -> torch.Tensor | None:
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return inputs[:1] if isinstance(inputs, torch.Tensor) else None
+
+
+class PruneAtInit(pl.Callback):
+    """Prune once before the first step, with any registered method; the run trains ``init x mask``.
+
+    Args:
+        method: a name from ``prune_landscape.pruning.available_methods()`` (``"snip"``, ``"synflow"``, ...).
+        sparsity: fraction of prunable weights removed, in [0, 1).
+        data: data for data-dependent methods (SNIP, GraSP, NTK-SAP); default: the fit's train data.
+        final_layer: ``"prune"``, ``"dense"``, or a minimum density for the classifier.
+        scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
+        seed: the pruner's seed (same seed, same mask).
+        **options: passed to the pruner.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> trainer = pl.Trainer(callbacks=[PruneAtInit("synflow", 0.9, final_layer="dense")], logger=False)
+    """
+
+    def __init__(
+        self,
+        method: str = "magnitude",
+        sparsity: float = 0.9,
+        *,
+        data: DataLike | None = None,
+        final_layer: FinalLayer = "prune",
+        scope: str = "global",
+        seed: int = 0,
+        **options: Any,
+    ) -> None:
+        if not 0.0 <= float(sparsity) < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        self.method = method
+        self.sparsity = float(sparsity)
+        self.data = data
+        self.final_layer = final_layer
+        self.scope = scope
+        self.seed = int(seed)
+        self.options = options
+        self.masks: MaskSet | None = None
+        self._restored_fingerprint: str | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        install_mask_restore_hook(pl_module)
+        if stage != "fit":
+            return
+        if self.masks is not None:  # a second fit() on the same module keeps the first mask
+            self.masks = _attach(trainer, pl_module, self.masks)
+            return
+        from prune_landscape.pruning import prune
+
+        data = resolve_train_data(trainer, self.data)
+        masks = prune(
+            pl_module, self.method, self.sparsity, data,
+            final_layer=self.final_layer, scope=self.scope, seed=self.seed, **self.options,
+        )
+        self.masks = _attach(trainer, pl_module, masks)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After a resume the checkpoint's buffers replaced the masks computed in setup: keep those.
+        self.masks = current_masks(pl_module)
+        if self._restored_fingerprint is not None and self._restored_fingerprint != self.masks.fingerprint():
+            raise RuntimeError(
+                f"the restored masks (fingerprint {self.masks.fingerprint()}) differ from the checkpointed "
+                f"callback state ({self._restored_fingerprint}); was the checkpoint written by another run?"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        fingerprint = None if self.masks is None else self.masks.fingerprint()
+        return {"method": self.method, "sparsity": self.sparsity, "fingerprint": fingerprint}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_fingerprint = state_dict.get("fingerprint")
+
+
+class GradualMagnitudePruning(pl.Callback):
+    """Zhu & Gupta gradual magnitude pruning on a step schedule (a ``GradualSchedule``).
+
+    Before each optimizer step ``t`` with ``schedule.should_update(t)``, the masks become the global
+    magnitude masks at ``schedule.sparsity_at(t)`` (never reviving a pruned weight).
+
+    Args:
+        schedule: an object with ``sparsity_at(step)`` and ``should_update(step)``
+            (``prune_landscape.pruning.GradualSchedule``).
+        final_layer: ``"prune"``, ``"dense"``, or a minimum density for the classifier.
+        scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
+
+    Example:
+        >>> from prune_landscape.pruning import GradualSchedule
+        >>> callback = GradualMagnitudePruning(GradualSchedule(final_sparsity=0.8, start_step=0, end_step=100, frequency=10))
+    """
+
+    def __init__(self, schedule: Any, *, final_layer: FinalLayer = "prune", scope: str = "global") -> None:
+        for method in ("sparsity_at", "should_update"):
+            if not callable(getattr(schedule, method, None)):
+                raise ValueError(f"schedule must have a {method}(step) method (a GradualSchedule), got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.final_layer = final_layer
+        self.scope = scope
+        self.last_update_step: int | None = None
+        self.sparsity = 0.0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        install_mask_restore_hook(pl_module)
+        if stage == "fit":
+            _ensure_masks_attached(pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step != self.last_update_step and self.schedule.should_update(step):
+            self.update(trainer, pl_module, step, _batch_inputs(batch))
+
+    def update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, example_input: torch.Tensor | None = None) -> MaskSet:
+        """Move the masks to the schedule's sparsity at ``step``; returns the new masks."""
+        self.sparsity = float(self.schedule.sparsity_at(step))
+        self.last_update_step = step
+        return _shrink(trainer, pl_module, self.sparsity, self.final_layer, self.scope, example_input)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_update_step": self.last_update_step, "sparsity": self.sparsity}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_update_step = state_dict.get("last_update_step")
+        self.sparsity = float(state_dict.get("sparsity", 0.0))
+
+
+class IterativeMagnitudePruning(pl.Callback):
+    """IMP with rewinding (OpenLTH): train a round, prune a fraction of the remaining weights, rewind, repeat.
+
+    The weights (and buffers) seen before optimizer step ``rewind_step`` are saved; at the end of every
+    ``epochs_per_round`` epochs, while rounds remain, the masks shrink to ``schedule.sparsity_at_round(r)``
+    by global magnitude, the unpruned weights go back to the saved ones and the optimizer state is
+    cleared, so each round retrains ``weights_k x mask`` as OpenLTH does. Set ``max_epochs`` to
+    ``(rounds + 1) * epochs_per_round`` to train the last mask too.
+
+    Args:
+        schedule: a ``prune_landscape.pruning.IMPSchedule`` (rounds, fraction per round, rewind step).
+        epochs_per_round: epochs of training per round.
+        final_layer: ``"prune"``, ``"dense"``, or a minimum density for the classifier.
+        scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
+        reset_optimizer: clear momentum/Adam moments at each rewind (OpenLTH starts a fresh optimizer).
+
+    Example:
+        >>> from prune_landscape.pruning import IMPSchedule
+        >>> callback = IterativeMagnitudePruning(IMPSchedule(rounds=3, rewind_step=0), epochs_per_round=2)
+    """
+
+    def __init__(
+        self,
+        schedule: Any,
+        *,
+        epochs_per_round: int = 1,
+        final_layer: FinalLayer = "prune",
+        scope: str = "global",
+        reset_optimizer: bool = True,
+    ) -> None:
+        if not callable(getattr(schedule, "sparsity_at_round", None)):
+            raise ValueError(f"schedule must have sparsity_at_round(r) (an IMPSchedule), got {type(schedule).__name__}")
+        if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
+            raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round!r}")
+        self.schedule = schedule
+        self.epochs_per_round = int(epochs_per_round)
+        self.final_layer = final_layer
+        self.scope = scope
+        self.reset_optimizer = bool(reset_optimizer)
+        self.round = 0
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def rounds(self) -> int:
+        return int(self.schedule.rounds)
+
+    @property
+    def rewind_step(self) -> int:
+        return int(self.schedule.rewind_step)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        install_mask_restore_hook(pl_module)
+        if stage == "fit":
+            _ensure_masks_attached(pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.rewind_state is None and trainer.global_step >= self.rewind_step:
+            self.rewind_state = {
+                key: value.detach().to("cpu", copy=True)
+                for key, value in pl_module.state_dict().items()
+                if not key.endswith("_mask")
+            }
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.epochs_per_round == 0 and self.round < self.rounds:
+            self.next_round(trainer, pl_module)
+
+    def next_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> MaskSet:
+        """Prune to the next round's sparsity and rewind; returns the new masks."""
+        if self.rewind_state is None:
+            raise RuntimeError(f"IMP cannot rewind: no weights were saved at step {self.rewind_step} (global step {trainer.global_step})")
+        sparsity = float(self.schedule.sparsity_at_round(self.round + 1))
+        example = example_batch(resolve_train_data(trainer, None))
+        masks = _shrink(trainer, pl_module, sparsity, self.final_layer, self.scope, example)
+        current = pl_module.state_dict()
+        with torch.no_grad():
+            for key, value in self.rewind_state.items():
+                current[key].copy_(value.to(current[key].device))
+        if self.reset_optimizer:
+            for optimizer in trainer.optimizers:
+                optimizer.state.clear()
+        self.round += 1
+        return masks
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "rewind_state": self.rewind_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.round = int(state_dict.get("round", 0))
+        self.rewind_state = state_dict.get("rewind_state")

@@ -1,0 +1,272 @@
+"""Logger helpers: W&B offline by default, and logging that never kills a training run.
+
+Lightning adapter: this module may import pytorch_lightning (and wandb lazily); the core never imports it.
+
+* :func:`configure_wandb_mode` sets ``WANDB_MODE=offline`` unless the user chose a mode *and* has an API
+  key, so nothing ever waits on the network; ``wandb sync`` uploads offline runs later.
+* :class:`SafeWandbLogger` is a drop-in ``WandbLogger`` that starts offline by default and, when W&B
+  cannot initialise, warns and goes on as a no-op logger.
+* :func:`guard_logger` makes any attached Lightning logger fault tolerant: the first exception it raises
+  (a lost connection, a full disk) becomes one warning and the logger is switched off for the rest of the
+  run; training continues. ``LandscapeAudit`` guards every logger of its trainer.
+
+Example:
+    >>> import os
+    >>> from prune_landscape.loggers import configure_wandb_mode
+    >>> configure_wandb_mode({"WANDB_MODE": "online"})  # no API key: offline
+    'offline'
+"""
+
+from __future__ import annotations
+
+import functools
+import netrc
+import os
+import warnings
+from collections.abc import Callable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from lightning_fabric.loggers.logger import _DummyExperiment
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+__all__ = [
+    "SafeWandbLogger",
+    "configure_wandb_mode",
+    "guard_logger",
+    "has_wandb_api_key",
+    "log_scalars",
+    "logger_failed",
+    "safe_call",
+    "wandb_log_figures",
+    "wandb_log_file_artifact",
+    "wandb_log_table",
+    "wandb_loggers",
+    "wandb_update_summary",
+]
+
+_FAILED = "_prune_landscape_failed"
+_GUARDED = "_prune_landscape_guarded"
+#: Logger methods the Trainer (or our callbacks) call; each one is wrapped by :func:`guard_logger`.
+_GUARDED_METHODS = (
+    "log_metrics",
+    "log_hyperparams",
+    "log_graph",
+    "save",
+    "finalize",
+    "after_save_checkpoint",
+    "log_table",
+    "log_image",
+    "log_text",
+)
+_OFFLINE_SAFE_MODES = ("offline", "dryrun", "disabled")
+
+
+def has_wandb_api_key(environ: Mapping[str, str] | None = None) -> bool:
+    """True when W&B credentials exist: ``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in ``~/.netrc``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        return netrc.netrc(environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def configure_wandb_mode(environ: MutableMapping[str, str] | None = None) -> str:
+    """Make W&B offline unless the user set a mode and has an API key; returns the mode now in force.
+
+    ``offline``/``disabled`` chosen by the user are always kept (they need no network). An ``online``
+    mode without credentials, or no mode at all, becomes ``offline`` so a run never blocks on a login
+    prompt or the network.
+
+    Args:
+        environ: the environment to read and update (default ``os.environ``).
+
+    Example:
+        >>> configure_wandb_mode({"WANDB_MODE": "disabled"})
+        'disabled'
+    """
+    environ = os.environ if environ is None else environ
+    mode = environ.get("WANDB_MODE", "").strip().lower()
+    if mode in _OFFLINE_SAFE_MODES:
+        return mode
+    if mode and has_wandb_api_key(environ):
+        return mode
+    if mode:
+        warnings.warn(
+            f"WANDB_MODE={mode!r} but no W&B API key was found (WANDB_API_KEY or ~/.netrc); logging offline "
+            "instead (upload later with `wandb sync`)",
+            stacklevel=2,
+        )
+    environ["WANDB_MODE"] = "offline"
+    return "offline"
+
+
+def logger_failed(logger: Logger) -> bool:
+    """True once a guarded logger has failed (it is a no-op for the rest of the run)."""
+    return bool(getattr(logger, _FAILED, False))
+
+
+def _mark_failed(logger: Logger, action: str, error: BaseException) -> None:
+    if logger_failed(logger):
+        return
+    setattr(logger, _FAILED, True)
+    message = (
+        f"{type(logger).__name__} failed during {action} ({type(error).__name__}: {error}); training continues "
+        "without this logger and the local audit report is still written"
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def safe_call(logger: Logger, action: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function(*args, **kwargs)`` for ``logger``; an exception becomes one warning and disables it.
+
+    Returns the function's result, or None when the logger has failed (now or before).
+    """
+    if logger_failed(logger):
+        return None
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # a logger must never end training: any failure is reported, not raised
+        _mark_failed(logger, action, error)
+        return None
+
+
+def guard_logger(logger: Logger) -> Logger:
+    """Wrap the logger's methods (on this instance only) so a failure warns once and disables it.
+
+    Idempotent; returns ``logger``.
+
+    Example:
+        >>> from pytorch_lightning.loggers import CSVLogger
+        >>> logger = guard_logger(CSVLogger("/tmp/pl-example"))
+        >>> logger_failed(logger)
+        False
+    """
+    if getattr(logger, _GUARDED, False):
+        return logger
+    for name in _GUARDED_METHODS:
+        method = getattr(logger, name, None)
+        if method is None or not callable(method):
+            continue
+
+        def guarded(*args: Any, __method: Callable[..., Any] = method, __name: str = name, **kwargs: Any) -> Any:
+            return safe_call(logger, __name, __method, *args, **kwargs)
+
+        functools.update_wrapper(guarded, method)
+        # An instance attribute shadows the class method, so the Trainer's calls go through the guard.
+        object.__setattr__(logger, name, guarded)
+    object.__setattr__(logger, _GUARDED, True)
+    return logger
+
+
+def wandb_loggers(loggers: list[Logger]) -> list[WandbLogger]:
+    """The working WandbLoggers among ``loggers``."""
+    return [logger for logger in loggers if isinstance(logger, WandbLogger) and not logger_failed(logger)]
+
+
+@rank_zero_only
+def log_scalars(loggers: list[Logger], metrics: Mapping[str, float], step: int | None, *, flush: bool = False) -> None:
+    """Send ``metrics`` to every logger (rank zero only), each call guarded; ``flush`` also calls ``save()``.
+
+    This is the path for callbacks in hooks where ``LightningModule.log`` is not allowed
+    (``on_train_end``, ``on_fit_end``), as Lightning's LearningRateMonitor does.
+    """
+    clean = {key: float(value) for key, value in metrics.items()}
+    for logger in loggers:
+        safe_call(logger, "log_metrics", logger.log_metrics, clean, step)
+        if flush:
+            safe_call(logger, "save", logger.save)
+
+
+class SafeWandbLogger(WandbLogger):
+    """A ``WandbLogger`` that logs offline by default and survives W&B failures.
+
+    Same arguments as ``pytorch_lightning.loggers.WandbLogger``. Unless ``offline`` is given, the mode
+    follows :func:`configure_wandb_mode`. If ``wandb.init`` fails, a warning says why and the logger
+    becomes a no-op (training continues); later failures (a lost connection) disable it the same way.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> logger = SafeWandbLogger(save_dir="/tmp/wandb-example", project="demo")  # offline without a key
+        >>> trainer = pl.Trainer(max_epochs=1, logger=logger)
+    """
+
+    def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
+        if offline is None:
+            offline = False
+            configure_wandb_mode()
+        if kwargs.get("save_dir") is not None:
+            Path(kwargs["save_dir"]).mkdir(parents=True, exist_ok=True)
+        super().__init__(*args, offline=offline, **kwargs)
+        guard_logger(self)
+
+    @property
+    def experiment(self) -> Any:
+        if logger_failed(self):
+            return _DummyExperiment()
+        try:
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        except Exception as error:  # W&B could not start: warn and carry on without it
+            _mark_failed(self, "initialisation", error)
+            return _DummyExperiment()
+
+
+# -- W&B extras (each call guarded; a failure disables the logger and warns once) ------------------------
+def wandb_log_table(logger: WandbLogger, key: str, columns: list[str], rows: list[list[Any]], step: int | None = None) -> None:
+    """Log a ``wandb.Table`` (e.g. the per-layer mask table) through ``logger``."""
+    safe_call(logger, f"log_table({key!r})", WandbLogger.log_table, logger, key=key, columns=columns, data=rows, step=step)
+
+
+def wandb_update_summary(logger: WandbLogger, values: Mapping[str, Any]) -> None:
+    """Write ``values`` into the run summary (the verdict and its rules, final numbers)."""
+
+    def update() -> None:
+        summary = logger.experiment.summary
+        for key, value in values.items():
+            summary[key] = value
+
+    safe_call(logger, "summary update", update)
+
+
+def _figure_to_array(figure: Any) -> Any:
+    """Render a matplotlib figure to an RGB array (no plotly needed) and close it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure.canvas.draw()
+    array = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return array
+
+
+def wandb_log_figures(logger: WandbLogger, figures: Mapping[str, Any], step: int | None = None) -> None:
+    """Log matplotlib figures as images, one key each; the figures are closed afterwards."""
+    for key, figure in figures.items():
+        image = safe_call(logger, f"render {key!r}", _figure_to_array, figure)
+        if image is not None:
+            safe_call(logger, f"log_image({key!r})", WandbLogger.log_image, logger, key=key, images=[image], step=step)
+
+
+def wandb_log_file_artifact(
+    logger: WandbLogger,
+    path: str | Path,
+    *,
+    name: str,
+    artifact_type: str,
+    metadata: Mapping[str, Any] | None = None,
+    aliases: list[str] | None = None,
+) -> None:
+    """Log one file as a ``wandb.Artifact`` (e.g. ``type="mask"`` for a MaskSet safetensors file)."""
+
+    def log() -> None:
+        import wandb
+
+        artifact = wandb.Artifact(name=name, type=artifact_type, metadata=dict(metadata or {}))
+        artifact.add_file(str(path))
+        logger.experiment.log_artifact(artifact, aliases=aliases)
+
+    safe_call(logger, f"log_artifact({name!r})", log)
