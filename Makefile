@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/prune-landscape audit experiment=demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests --doctest-modules prune_landscape
 
 bench: $(STAMP)
 	$(BIN)/pip install -q pyhessian==0.1 loss-landscapes==3.0.6

@@ -13,15 +13,17 @@ from prune_landscape import MaskSet
 from prune_landscape.probes import PROBES, hessian_spectrum
 
 
-@pytest.mark.parametrize("backend", ["torch", "curvlinops"])
+@pytest.mark.parametrize("backend,cache_samples", [("torch", 4096), ("torch", 0), ("curvlinops", 4096)])
 @pytest.mark.parametrize("hooks", [True, False])
-def test_eigenvalues_match_dense_hessian_on_kept_coordinates(backend, hooks):
+def test_eigenvalues_match_dense_hessian_on_kept_coordinates(backend, cache_samples, hooks):
     net, masks = pruned_mlp(hooks=hooks)
     x, y = classification_data()
     H = dense_kept_hessian(net, masks, x, y, F.cross_entropy)
     exact = torch.linalg.eigvalsh(H)
     before = snapshot(net)
-    result = hessian_spectrum(net, (x, y), k=5, backend=backend, tol=1e-10, trace_probes=0, batch_size=16)
+    result = hessian_spectrum(
+        net, (x, y), k=5, backend=backend, tol=1e-10, trace_probes=0, batch_size=16, cache_samples=cache_samples
+    )
     assert_restored(net, before)
     assert result.num_kept == H.shape[0] > 64  # the ARPACK path, not the dense fallback
     assert result.converged and result.loss == "cross_entropy"
