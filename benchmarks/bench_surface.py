@@ -101,7 +101,7 @@ def compare(widths, samples) -> None:
 def main() -> None:
     # The benchmark machine is shared (2 cores, other jobs): one thread for all three methods is fairer
     # and far more stable than letting three thread pools fight for the cores.
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", "1")))
     torch.manual_seed(0)
     compare([64, 128, 128, 10], 1797)  # compute-bound: every point is a full forward over the data
     compare([64, 32, 10], 256)  # overhead-bound: a small net on a 256-sample probe set
