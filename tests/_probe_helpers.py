@@ -8,11 +8,11 @@ from torch.func import functional_call
 from prune_landscape import MaskSet, models
 
 
-def pruned_mlp(widths=(6, 12, 10, 3), density=0.5, seed=0, hooks=True):
-    """A float64 MLP with random masks, pruned via torch.nn.utils.prune (hooks) or by exact zeros."""
-    net = models.mlp(list(widths)).double()
+def pruned_mlp(widths=(6, 12, 10, 3), density=0.5, seed=0, hooks=True, dtype=torch.float64):
+    """An MLP (float64 by default) with random masks, pruned via torch.nn.utils.prune (hooks) or exact zeros."""
+    net = models.mlp(list(widths))
     net.init_weights(torch.Generator().manual_seed(seed))
-    net.double()
+    net.to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     masks = MaskSet({n: torch.rand(p.shape, generator=g) < density for n, p in net.named_parameters() if n.endswith("weight")})
     if hooks:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prune_landscape import MaskSet, models
+from _probe_helpers import pruned_mlp
+from prune_landscape import MaskSet
 from prune_landscape.training import evaluate, loss_function, train
 
 
@@ -18,17 +19,7 @@ def _data(n=48, d=5, classes=3, seed=0):
 
 
 def _pruned_mlp(seed=0, hooks=True):
-    net = models.mlp([5, 16, 3])
-    net.init_weights(torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(seed + 100)
-    masks = MaskSet({n: torch.rand(p.shape, generator=g) < 0.4 for n, p in net.named_parameters() if n.endswith("weight")})
-    if hooks:
-        masks.apply_to(net)
-    else:
-        with torch.no_grad():
-            for name, mask in masks.items():
-                net.get_parameter(name).mul_(mask)
-    return net, masks
+    return pruned_mlp((5, 16, 3), density=0.4, seed=seed, hooks=hooks, dtype=torch.float32)
 
 
 def test_one_sgd_step_matches_hand_computation():

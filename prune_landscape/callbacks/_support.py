@@ -5,14 +5,12 @@ Lightning adapter (may import pytorch_lightning).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from prune_landscape.batching import DataLike
 from prune_landscape.masks import MaskSet, _current_tensor, find_parameter, prunable_parameters
@@ -20,7 +18,6 @@ from prune_landscape.masks import MaskSet, _current_tensor, find_parameter, prun
 __all__ = [
     "broadcast_masks",
     "current_masks",
-    "detached_snapshot",
     "install_mask_restore_hook",
     "mask_version_key",
     "resolve_train_data",
@@ -133,32 +130,3 @@ def example_batch(data: DataLike | None) -> torch.Tensor | None:
     return inputs
 
 
-def refresh_pruned_weights(model: nn.Module) -> None:
-    """Recompute every torch.nn.utils.prune ``weight = weight_orig * weight_mask`` as a detached tensor.
-
-    The pruning forward pre-hook leaves ``weight`` as a non-leaf tensor of the last forward's graph; such a
-    module cannot be deep-copied (the core copies models to leave them untouched) and the stale tensor
-    would not reflect a mask written since. The hook recomputes ``weight`` at the next forward anyway,
-    so training is unaffected.
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            for name, buffer in list(module._buffers.items()):
-                attr = name[: -len("_mask")]
-                if name.endswith("_mask") and buffer is not None and f"{attr}_orig" in module._parameters:
-                    setattr(module, attr, module._parameters[f"{attr}_orig"].detach() * buffer)
-
-
-def detached_snapshot(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with pruning hooks folded into plain (zeroed) weights, for the audit.
-
-    The audit then never touches the training model: no pruning hook rebuilds a graph-attached
-    ``weight`` on it, no DDP or optimizer hook fires, and the copy can be deep-copied again by the core.
-    """
-    refresh_pruned_weights(model)
-    twin = copy.deepcopy(model)
-    for module in twin.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
-    return twin

@@ -20,7 +20,6 @@ from prune_landscape.callbacks._support import (
     example_batch,
     install_mask_restore_hook,
     mask_version_key,
-    detached_snapshot,
     resolve_train_data,
 )
 from prune_landscape.loggers import (
@@ -33,6 +32,7 @@ from prune_landscape.loggers import (
     wandb_update_summary,
 )
 from prune_landscape.masks import MaskSet
+from prune_landscape.modelcopy import plain_copy
 
 __all__ = ["AuditRecord", "LandscapeAudit"]
 
@@ -229,7 +229,7 @@ class LandscapeAudit(pl.Callback):
         data = resolve_train_data(trainer, self.data) if with_data else None
         # The audit runs on a detached copy: the training model, its hooks and its graph stay untouched.
         return audit(
-            detached_snapshot(pl_module),
+            plain_copy(pl_module),
             data,
             n_samples=self.n_samples if data is not None else None,
             weight_decay=self.weight_decay,
