@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,41 @@ from prune_landscape.sweep import RowStore, SweepPlan, check_writable, fresh_mod
 
 __all__ = ["COMMANDS", "CONF_DIR", "dataset_options", "load_data", "main", "run_audit", "run_train"]
 
-#: The Hydra config directory (``conf/`` next to the package in a source checkout).
-CONF_DIR = Path(os.environ.get("PRUNE_LANDSCAPE_CONF", Path(__file__).resolve().parent.parent / "conf"))
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _find_conf_dir(environ: Mapping[str, str] | None = None, package: Path = _PACKAGE) -> Path:
+    """The Hydra config directory: ``$PRUNE_LANDSCAPE_CONF``, else the source checkout's ``conf/`` (so edits
+    take effect in an editable install), else the copy a wheel ships in ``prune_landscape/_conf/``.
+
+    Raises:
+        FileNotFoundError: naming every place looked in.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("PRUNE_LANDSCAPE_CONF"):
+        # absolute: Hydra would read a relative config_path relative to this file, not the working directory
+        chosen = Path(environ["PRUNE_LANDSCAPE_CONF"]).expanduser().absolute()
+        if not chosen.is_dir():  # an explicit choice is never silently replaced by another directory
+            raise FileNotFoundError(f"PRUNE_LANDSCAPE_CONF={chosen} is not a directory; expected a Hydra config "
+                                    f"directory holding audit.yaml and train.yaml")
+        return chosen
+    # audit.yaml marks ours: an installed package's parent is site-packages, where a foreign `conf/` may live.
+    candidates = (package.parent / "conf", package / "_conf")
+    for candidate in candidates:
+        if (candidate / "audit.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no prune-landscape configs found; looked for audit.yaml in {candidates[0]} (source "
+                            f"checkout) and {candidates[1]} (installed wheel); set PRUNE_LANDSCAPE_CONF to a "
+                            f"config directory or reinstall the package")
+
+
+try:
+    #: The Hydra config directory (see ``_find_conf_dir``).
+    CONF_DIR = _find_conf_dir()
+    _CONF_ERROR = ""
+except FileNotFoundError as _error:  # importing the module must work without configs: main() reports it
+    CONF_DIR, _CONF_ERROR = _PACKAGE / "_conf", str(_error)
+
 #: Keys of a data config that configure loaders, not the data set.
 _LOADER_KEYS = ("_target_", "batch_size", "num_workers", "val_fraction", "seed")
 _FILE_KEYS = ("root", "download")
@@ -455,9 +488,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"prune-landscape: error: unknown command {command!r}; expected one of {sorted(COMMANDS)}\n", file=sys.stderr)
         print(USAGE.format(conf=CONF_DIR, recipes=CONF_DIR / "experiment"), file=sys.stderr)
         raise SystemExit(2)
+    if _CONF_ERROR:
+        print(f"prune-landscape: error: {_CONF_ERROR}", file=sys.stderr)
+        raise SystemExit(2)
     if not (CONF_DIR / f"{command}.yaml").is_file():
         print(f"prune-landscape: error: config {CONF_DIR / (command + '.yaml')} not found; set PRUNE_LANDSCAPE_CONF "
-              f"to the conf/ directory of a source checkout", file=sys.stderr)
+              f"to a config directory holding {command}.yaml", file=sys.stderr)
         raise SystemExit(2)
     _check_recipe(command, argv[1:])
     _check_run_directory(argv[1:])

@@ -2,6 +2,7 @@
 from a checkpoint (masks bit for bit, no revived weight, the schedule continues)."""
 
 import copy
+import io
 
 import pytest
 import pytorch_lightning as pl
@@ -185,3 +186,125 @@ def test_invalid_arguments_raise_before_any_work():
         GradualMagnitudePruning(object())
     with pytest.raises(ValueError, match="epochs_per_round must be a positive integer, got 0"):
         IterativeMagnitudePruning(IMPSchedule(rounds=2), epochs_per_round=0)
+
+
+# --- IMP rewinds the learning-rate schedule to step k (OpenLTH) ---------------------------------------------
+
+STEPS_PER_ROUND = 6  # 3 batches x 2 epochs
+
+
+class _StepDecay(LitClassifier):
+    """SGD + a per-step scheduler: StepLR halves the LR every 2 steps; OneCycleLR also cycles the momentum."""
+
+    def __init__(self, scheduler="step"):
+        torch.manual_seed(0)
+        super().__init__(models.mlp([6, 8, 3]), lr=0.05)
+        self.scheduler = scheduler
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+        if self.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=3 * STEPS_PER_ROUND)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class _Plateau(LitClassifier):
+    """ReduceLROnPlateau in "max" mode on a falling loss: halves the LR after every epoch but the first."""
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.05)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "train/loss"}}
+
+
+class _UsedLR(pl.Callback):
+    """The (lr, momentum) each optimizer step actually used, in step order; the scheduler state at each epoch start."""
+
+    def __init__(self):
+        self.used = []
+        self.starts = []
+
+    def on_train_epoch_start(self, trainer, pl_module):  # runs after IMP's hook (callbacks run in list order)
+        self.starts.append(copy.deepcopy(trainer.lr_scheduler_configs[0].scheduler.state_dict()))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        group = optimizer.param_groups[0]
+        self.used.append((group["lr"], group.get("momentum")))
+
+    def rounds(self, per_round=STEPS_PER_ROUND):
+        return [self.used[i:i + per_round] for i in range(0, len(self.used), per_round)]
+
+
+def _imp_lrs(tmp_path, lit, rewind_step=0, epochs_per_round=2, **options):
+    """Three rounds (dense + 2 prunings) of ``epochs_per_round`` epochs of 3 steps each."""
+    used = _UsedLR()
+    imp = IterativeMagnitudePruning(IMPSchedule(rounds=2, rewind_step=rewind_step), epochs_per_round=epochs_per_round, **options)
+    _trainer(tmp_path, [imp, used], epochs=3 * epochs_per_round).fit(lit, _data())
+    assert imp.round == 2 and len(used.used) == 9 * epochs_per_round
+    return imp, used
+
+
+def test_imp_rewinds_the_step_lr_schedule_to_its_start(tmp_path):
+    _, used = _imp_lrs(tmp_path, _StepDecay())
+    first, *later = used.rounds()
+    assert [lr for lr, _ in first] == [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125]  # decays within a round
+    assert all(r == first for r in later)
+    assert used.starts[0] == used.starts[2] == used.starts[4]  # the scheduler's own state is rewound too
+
+
+@pytest.mark.parametrize("rewind_step", [3, 4])  # at an epoch boundary, mid-epoch
+def test_imp_rewinds_the_lr_schedule_to_step_k(tmp_path, rewind_step):
+    _, used = _imp_lrs(tmp_path, _StepDecay(), rewind_step=rewind_step)
+    first, *later = used.rounds()
+    expected = [(0.05 * 0.5 ** ((rewind_step + i) // 2), 0.9) for i in range(STEPS_PER_ROUND)]
+    for r in later:
+        assert r[: STEPS_PER_ROUND - rewind_step] == first[rewind_step:]  # round 0's schedule from step k on
+        assert r == expected  # ... and then on as round 0 would have gone on
+
+
+def test_imp_rewinds_scheduled_momentum_too(tmp_path):
+    _, used = _imp_lrs(tmp_path, _StepDecay("onecycle"))
+    first, *later = used.rounds()
+    assert len(set(first)) == STEPS_PER_ROUND and len({m for _, m in first}) > 1  # lr and momentum both move
+    assert all(r == first for r in later)
+
+
+def test_imp_rewinds_a_plateau_scheduler_stepped_after_the_round_ends(tmp_path):
+    # Lightning steps ReduceLROnPlateau after on_train_epoch_end, i.e. after the rewind: that step must not
+    # leak into the next round (IMP restores once more at the next epoch start).
+    torch.manual_seed(0)
+    _, used = _imp_lrs(tmp_path, _Plateau(models.mlp([6, 8, 3]), lr=0.05), epochs_per_round=3)
+    first, *later = used.rounds(per_round=9)
+    assert [lr for lr, _ in first] == [0.05] * 6 + [0.025] * 3
+    assert all(r == first for r in later)
+    # Its whole state (best loss, bad-epoch count, ...) starts every round as it started round 0.
+    assert used.starts[0] == used.starts[3] == used.starts[6] != used.starts[1]
+
+
+def test_imp_without_lr_rewind_keeps_the_schedule_running(tmp_path):
+    imp, used = _imp_lrs(tmp_path, _StepDecay(), rewind_lr_schedule=False)
+    first, *later = used.rounds()
+    assert [lr for lr, _ in used.used] == [0.05 * 0.5 ** (s // 2) for s in range(3 * STEPS_PER_ROUND)]
+    assert all(r != first for r in later) and imp.rewind_schedule is None
+
+
+def test_imp_schedule_snapshot_survives_state_dict_round_trip(tmp_path):
+    imp, _ = _imp_lrs(tmp_path, _StepDecay(), rewind_step=3)
+    buffer = io.BytesIO()
+    torch.save(imp.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)  # as a checkpoint is read back
+    assert state["rewind_schedule"]["schedulers"][0]["last_epoch"] == 3  # the scheduler as it was at step k
+    assert state["rewind_schedule"]["param_groups"][0][0]["lr"] == 0.025
+    assert "params" not in state["rewind_schedule"]["param_groups"][0][0]
+
+    fresh = IterativeMagnitudePruning(IMPSchedule(rounds=2, rewind_step=3), epochs_per_round=2)
+    fresh.load_state_dict(state)
+    assert fresh.rewind_schedule == imp.rewind_schedule and fresh.round == 2
+    assert fresh.state_dict()["schedule_restore_pending"] == imp.state_dict()["schedule_restore_pending"]
+
+    old = IterativeMagnitudePruning(IMPSchedule(rounds=2), epochs_per_round=2)
+    old.load_state_dict({"round": 1, "rewind_state": state["rewind_state"]})  # a checkpoint from before the option
+    assert old.round == 1 and old.rewind_schedule is None and not old.state_dict()["schedule_restore_pending"]

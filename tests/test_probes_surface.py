@@ -119,3 +119,23 @@ def test_registry_surface_and_errors():
         loss_surface(net, classification_data(), dims=3)
     with pytest.raises(ValueError, match="steps"):
         loss_surface(net, classification_data(), steps=1)
+
+
+def test_auto_chunk_is_sized_from_the_largest_activations_and_changes_no_value(monkeypatch):
+    from prune_landscape import models
+    from prune_landscape.probes import _params
+
+    net = models.mlp([3, 1000, 2])
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    kept = KeptParameters.from_model(net)
+    # fc1 and act1 each output 8 x 1000 float32 = 32,000 bytes: one point's working set is 64,000 bytes.
+    assert _params.point_footprint(net, kept.values, x) == 64_000
+    assert _params.auto_chunk(net, kept.values, x) == _params.AUTO_CHUNK_MAX
+    monkeypatch.setattr(_params, "AUTO_CHUNK_BYTES", 200_000)
+    assert _params.auto_chunk(net, kept.values, x) == 3
+    auto = loss_surface(net, (x, y), steps=5, dims=2, chunk="auto").array
+    one_by_one = loss_surface(net, (x, y), steps=5, dims=2, chunk=1).array
+    assert auto == pytest.approx(one_by_one, rel=1e-6)
+    for bad in (0, -2, 1.5, "big", True):
+        with pytest.raises(ValueError, match="chunk must be a positive int or 'auto'"):
+            loss_surface(net, (x, y), steps=3, chunk=bad)

@@ -177,6 +177,44 @@ def probing(model: nn.Module):
             param.requires_grad_(requires)
 
 
+#: Peak activation memory a chunk of vmapped grid points may take when ``chunk="auto"``.
+AUTO_CHUNK_BYTES = 256 * 2**20
+#: Grid points per vmapped call are capped here: past ~32 the per-call overhead is already amortised and
+#: larger chunks only fall out of cache (measured on CPU, benchmarks/bench_surface.py).
+AUTO_CHUNK_MAX = 32
+
+
+def point_footprint(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> int:
+    """Bytes of the two largest module outputs of one forward pass on ``x``: one grid point's working set."""
+    sizes: list[int] = []
+
+    def record(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            functional_call(model, dict(params), (x,))
+    finally:
+        for handle in handles:
+            handle.remove()
+    largest = sorted(sizes, reverse=True)[:2] or [x.numel() * x.element_size()]
+    return sum(largest)
+
+
+def check_chunk(chunk: int | str) -> int | str:
+    """``chunk`` if it is a positive int or ``"auto"``; a ValueError naming the value otherwise."""
+    if chunk != "auto" and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int or 'auto', got {chunk!r}")
+    return chunk
+
+
+def auto_chunk(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> int:
+    """Grid points per vmapped call: as many as fit :data:`AUTO_CHUNK_BYTES`, at most :data:`AUTO_CHUNK_MAX`."""
+    return max(1, min(AUTO_CHUNK_MAX, AUTO_CHUNK_BYTES // max(1, point_footprint(model, params, x))))
+
+
 def batched_losses(
     model: nn.Module,
     base: Mapping[str, torch.Tensor],
@@ -184,15 +222,15 @@ def batched_losses(
     coefficients: torch.Tensor,
     batches: Batches,
     criterion: Loss,
-    chunk: int = 16,
+    chunk: int | str = "auto",
 ) -> np.ndarray:
     """Data-mean loss at each point ``base + sum_j coefficients[i, j] * directions[j]``, vmapped over points.
 
     The data are streamed once; for each batch, points are evaluated ``chunk`` at a time under
-    ``torch.vmap`` (memory grows with ``chunk`` x activations). A NaN or inf stays NaN or inf.
+    ``torch.vmap`` (memory grows with ``chunk`` x activations; ``"auto"`` sizes it from one forward pass
+    on the first batch). A NaN or inf stays NaN or inf.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk}")
+    check_chunk(chunk)
     names = list(base)
     coefficients = coefficients.to(device=batches.device, dtype=next(iter(base.values())).dtype)
 
@@ -211,6 +249,8 @@ def batched_losses(
     count = 0
     with torch.no_grad():
         for x, y in batches:
+            if chunk == "auto":
+                chunk = auto_chunk(model, base, x)
             for start in range(0, coefficients.shape[0], chunk):
                 part = coefficients[start : start + chunk]
                 totals[start : start + part.shape[0]] += batched(part, x, y).double() * x.shape[0]

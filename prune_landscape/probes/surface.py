@@ -163,7 +163,7 @@ def loss_surface(
     seed: int = 0,
     batch_size: int = 512,
     max_samples: int | None = None,
-    chunk: int = 16,
+    chunk: int | str = "auto",
 ) -> SurfaceResult:
     """The loss on a ``steps`` (x ``steps``) grid ``theta + alpha d1 (+ beta d2)``, alpha, beta in [-span, span].
 
@@ -176,7 +176,8 @@ def loss_surface(
         masks: default the model's own.
         loss: ``"cross_entropy"``, ``"mse"`` or ``"auto"``.
         seed: decides the directions.
-        chunk: grid points per vmapped evaluation (memory grows with it).
+        chunk: grid points per vmapped evaluation (memory grows with it); ``"auto"`` fits about 256 MiB of
+            activations, at most 32 points.
 
     Returns:
         A frozen :class:`SurfaceResult`.
@@ -265,7 +266,7 @@ def interpolate(
     loss: str = "auto",
     batch_size: int = 1024,
     max_samples: int | None = None,
-    chunk: int = 32,
+    chunk: int | str = "auto",
 ) -> InterpolationResult:
     """Loss of ``model``'s architecture along the segment from ``start`` to ``end`` (both masked by ``masks``).
 

@@ -167,7 +167,7 @@ def prune(
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
             ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples),
             ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
-            ``channels_last``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
+            ``channels_last``, ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
             synflow ``double`` (True). Unknown options raise, listing the valid ones.
 
     Returns:

@@ -18,8 +18,11 @@ masked tensor, in mask order). :func:`prune` runs the exponential schedule (``it
 scores on a private copy, so the user's weights are untouched.
 
 Efficiency: the gradient is taken w.r.t. a float mask through ``torch.func.functional_call`` with
-weights ``theta * m`` (no deep copies, no weight gradients), and conv inputs go in channels-last memory
-format, which oneDNN runs faster on CPU (``channels_last=False`` turns that off).
+weights ``theta * m`` (no deep copies, no weight gradients); conv inputs go in channels-last memory
+format, which oneDNN runs faster on CPU (``channels_last=False`` turns that off); and the two eval-mode
+forwards run with each BatchNorm folded into the conv before it (:mod:`prune_landscape.pruning.bnfold`),
+which is the same function in exact arithmetic and differs by float rounding only (``fold_batchnorm=False``
+runs the BatchNorms as they are).
 
 Example:
     >>> import torch
@@ -35,11 +38,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from torch import nn
 
 from prune_landscape.batching import iter_batches
+from prune_landscape.pruning.bnfold import FoldedNetwork
 from prune_landscape.pruning.reinit import InitFn, resolve_init_fn
 from prune_landscape.pruning.workspace import masked_call, weight_of
 
@@ -57,6 +62,7 @@ def ntk_sap_scores(
     eps: float = 0.01,
     init_fn: InitFn | None = None,
     channels_last: bool = True,
+    fold_batchnorm: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The NTK-SAP saliency of every masked weight (see module docstring)."""
     if not isinstance(repeats, int) or repeats < 1:
@@ -74,6 +80,7 @@ def ntk_sap_scores(
     soft = {n: hard[n].clone().requires_grad_(True) for n in names}
     shapes = [tuple(inputs.shape) for inputs, _ in iter_batches(data, batch_size)]
     total = {n: torch.zeros_like(hard[n]) for n in names}
+    forward = None  # the eval-mode forward: folded once the statistics exist, else the model as it is
     for _ in range(repeats):
         for shape in shapes:
             initialise(model, generator)
@@ -88,8 +95,11 @@ def ntk_sap_scores(
             with torch.no_grad():
                 masked_call(model, {n: theta[n] * hard[n] for n in names}, noise)
             model.eval()
-            clean = masked_call(model, {n: theta[n] * soft[n] for n in names}, noise)
-            perturbed = masked_call(model, {n: (theta[n] + eps * perturbation[n]) * soft[n] for n in names}, noise)
+            if forward is None:
+                folded = FoldedNetwork.build(model, noise) if fold_batchnorm and norms else None
+                forward = folded or partial(masked_call, model)
+            clean = forward({n: theta[n] * soft[n] for n in names}, noise)
+            perturbed = forward({n: (theta[n] + eps * perturbation[n]) * soft[n] for n in names}, noise)
             distance = (clean - perturbed).pow(2).sum()
             for n, g in zip(names, torch.autograd.grad(distance, [soft[n] for n in names], allow_unused=True)):
                 if g is not None:
