@@ -1,7 +1,8 @@
-"""A 21x21 loss surface: prune_landscape (vmapped functional_call) vs loss-landscapes 3.0.6 vs a naive loop.
+"""A 21x21 loss surface: prune_landscape (functional_call, vmapped or not) vs loss-landscapes 3.0.6 vs a naive loop.
 
-One run, same model (a trained MLP 64-128-128-10 on scikit-learn's digits, 1,797 samples, cross-entropy,
-pruned to 80 % with torch.nn.utils.prune), same data, same grid (441 points, full data per point).
+One run per case, same model (trained, pruned to 80 % with torch.nn.utils.prune: MLP 64-128-128-10 on all
+1,797 of scikit-learn's digits; MLP 64-32-10 on 256; LeNet-5 on 512 digits upsampled to 28x28), same data,
+same grid (441 points, full data per point), cross-entropy.
 The naive loop writes each grid point into the model and runs one forward pass; loss-landscapes'
 `random_plane` does the same through its own wrappers. Timings: median of 3 interleaved repeats.
 
@@ -28,13 +29,18 @@ STEPS = 21
 
 
 def setup(widths):
+    """A pruned MLP (``widths``) trained on digits; ``widths == "lenet"``: LeNet-5 on digits upsampled to 28x28."""
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target)
-    net = models.mlp(widths)
+    if widths == "lenet":
+        x = F.interpolate(x.reshape(-1, 1, 8, 8), size=28, mode="bilinear", align_corners=False)
+        net = models.lenet()
+    else:
+        net = models.mlp(widths)
     net.init_weights(torch.Generator().manual_seed(0))
     budget_matched_masks(net, 0.8, seed=0).apply_to(net)
-    train(net, (x, y), epochs=5, lr=0.05, batch_size=64, seed=0)
+    train(net, (x, y), epochs=5 if widths != "lenet" else 2, lr=0.05, batch_size=64, seed=0)
     return net.eval(), x, y
 
 
@@ -78,8 +84,8 @@ def landscapes(net, x, y):
 def compare(widths, samples) -> None:
     net, x, y = setup(widths)
     x, y = x[:samples], y[:samples]
-    name = "-".join(map(str, widths))
-    print(f"model: pruned MLP {name} (density 0.2), digits {tuple(x.shape)}, grid {STEPS}x{STEPS}")
+    name = "LeNet-5" if widths == "lenet" else "MLP " + "-".join(map(str, widths))
+    print(f"model: pruned {name} (density 0.2), digits {tuple(x.shape)}, grid {STEPS}x{STEPS}")
     times = {"ours": [], "naive": [], "loss-landscapes": []}
     for _ in range(3):
         for method, fn in (("ours", ours), ("naive", naive), ("loss-landscapes", landscapes)):
@@ -105,6 +111,7 @@ def main() -> None:
     torch.manual_seed(0)
     compare([64, 128, 128, 10], 1797)  # compute-bound: every point is a full forward over the data
     compare([64, 32, 10], 256)  # overhead-bound: a small net on a 256-sample probe set
+    compare("lenet", 512)  # conv net, MNIST shapes: vmap would make grouped convs; "auto" picks the loop
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ principal sub-matrix, i.e. the Hessian of the masked network).
 
 from __future__ import annotations
 
+import math
+import time
+
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -182,6 +185,8 @@ AUTO_CHUNK_BYTES = 256 * 2**20
 #: Grid points per vmapped call are capped here: past ~32 the per-call overhead is already amortised and
 #: larger chunks only fall out of cache (measured on CPU, benchmarks/bench_surface.py).
 AUTO_CHUNK_MAX = 32
+#: The smaller vmapped chunk tried first, and the number of one-by-one points timed against it.
+AUTO_CHUNK_TRIAL = 8
 
 
 def point_footprint(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> int:
@@ -224,15 +229,20 @@ def batched_losses(
     criterion: Loss,
     chunk: int | str = "auto",
 ) -> np.ndarray:
-    """Data-mean loss at each point ``base + sum_j coefficients[i, j] * directions[j]``, vmapped over points.
+    """Data-mean loss at each point ``base + sum_j coefficients[i, j] * directions[j]``.
 
-    The data are streamed once; for each batch, points are evaluated ``chunk`` at a time under
-    ``torch.vmap`` (memory grows with ``chunk`` x activations; ``"auto"`` sizes it from one forward pass
-    on the first batch). A NaN or inf stays NaN or inf.
+    The data are streamed once. For each batch, points are evaluated ``chunk`` at a time under
+    ``torch.vmap`` (memory grows with ``chunk`` x activations), or one by one without vmap when
+    ``chunk == 1``. ``"auto"`` bounds the chunk by one forward pass's activation memory on the first batch,
+    then times one-by-one calls against vmapped chunks on the first points and keeps the fastest: on CPU,
+    vmap over conv weights becomes a grouped convolution that can be several times slower than separate
+    calls, and large batched activations fall out of cache, while for small layers vmap saves most of the
+    per-call overhead. A NaN or inf stays NaN or inf.
     """
     check_chunk(chunk)
     names = list(base)
     coefficients = coefficients.to(device=batches.device, dtype=next(iter(base.values())).dtype)
+    total_points = coefficients.shape[0]
 
     def point_loss(coeff: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = {}
@@ -244,16 +254,49 @@ def batched_losses(
             params[name] = value
         return criterion(functional_call(model, params, (x,)), y)
 
-    batched = torch.vmap(point_loss, in_dims=(0, None, None))
-    totals = torch.zeros(coefficients.shape[0], dtype=torch.float64, device=batches.device)
+    vmapped = torch.vmap(point_loss, in_dims=(0, None, None))
+    totals = torch.zeros(total_points, dtype=torch.float64, device=batches.device)
+
+    def evaluate(start: int, size: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add the points ``start : start + size`` to the totals in one call (plain when ``size == 1``)."""
+        part = coefficients[start : start + size]
+        losses = point_loss(part[0], x, y).reshape(1) if size == 1 else vmapped(part, x, y)
+        totals[start : start + part.shape[0]] += losses.double() * x.shape[0]
+
+    def tune(x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        """Time one-by-one calls, then vmapped chunks of growing size, on real points (their losses count).
+
+        Returns the fastest chunk size and the number of points already evaluated. Escalation stops at the
+        first size that is not faster, so a slow vmap costs one small trial.
+        """
+        largest = auto_chunk(model, base, x)
+        done, best, best_rate = 0, 1, math.inf
+        for size in sorted({1, min(AUTO_CHUNK_TRIAL, largest), largest}):
+            warm_up = 1 if size == 1 else (2 if best == 1 else 0)  # first calls pay one-off costs
+            timed = AUTO_CHUNK_TRIAL if size == 1 else size
+            if done + warm_up + timed > total_points:
+                break
+            if warm_up:
+                evaluate(done, warm_up, x, y)
+                done += warm_up
+            began = time.perf_counter()
+            for start in range(done, done + timed, size):
+                evaluate(start, size, x, y)
+            rate = (time.perf_counter() - began) / timed
+            done += timed
+            if rate >= best_rate:
+                break
+            best, best_rate = size, rate
+        return best, done
+
     count = 0
     with torch.no_grad():
         for x, y in batches:
+            done = 0
             if chunk == "auto":
-                chunk = auto_chunk(model, base, x)
-            for start in range(0, coefficients.shape[0], chunk):
-                part = coefficients[start : start + chunk]
-                totals[start : start + part.shape[0]] += batched(part, x, y).double() * x.shape[0]
+                chunk, done = tune(x, y)
+            for start in range(done, total_points, chunk):
+                evaluate(start, chunk, x, y)
             count += x.shape[0]
     if count == 0:
         raise ValueError("probe: expected non-empty data, got 0 samples")

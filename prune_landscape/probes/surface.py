@@ -161,7 +161,7 @@ def loss_surface(
     masks: Mapping[str, torch.Tensor] | None = None,
     loss: str = "auto",
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 2048,
     max_samples: int | None = None,
     chunk: int | str = "auto",
 ) -> SurfaceResult:
@@ -264,7 +264,7 @@ def interpolate(
     *,
     masks: Mapping[str, torch.Tensor] | None = None,
     loss: str = "auto",
-    batch_size: int = 1024,
+    batch_size: int = 2048,
     max_samples: int | None = None,
     chunk: int | str = "auto",
 ) -> InterpolationResult:
