@@ -1,8 +1,8 @@
 """A 21x21 loss surface: prune_landscape (functional_call, vmapped or not) vs loss-landscapes 3.0.6 vs a naive loop.
 
 One run per case, same model (trained, pruned to 80 % with torch.nn.utils.prune: MLP 64-128-128-10 on all
-1,797 of scikit-learn's digits; MLP 64-32-10 on 256; LeNet-5 on 512 digits upsampled to 28x28), same data,
-same grid (441 points, full data per point), cross-entropy.
+1,797 of scikit-learn's digits; MLP 64-32-10 on 256; LeNet-5 on 512 digits upsampled to 28x28; ResNet-20
+on 128 digits upsampled to 3x16x16), same data, same grid (441 points, full data per point), cross-entropy.
 The naive loop writes each grid point into the model and runs one forward pass; loss-landscapes'
 `random_plane` does the same through its own wrappers. Timings: median of 3 interleaved repeats.
 
@@ -11,6 +11,7 @@ Run: .venv/bin/python benchmarks/bench_surface.py   (needs `.venv/bin/pip instal
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -36,11 +37,14 @@ def setup(widths):
     if widths == "lenet":
         x = F.interpolate(x.reshape(-1, 1, 8, 8), size=28, mode="bilinear", align_corners=False)
         net = models.lenet()
+    elif widths == "resnet20":
+        x = F.interpolate(x.reshape(-1, 1, 8, 8), size=16, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1).contiguous()
+        net = models.resnet20()
     else:
         net = models.mlp(widths)
     net.init_weights(torch.Generator().manual_seed(0))
     budget_matched_masks(net, 0.8, seed=0).apply_to(net)
-    train(net, (x, y), epochs=5 if widths != "lenet" else 2, lr=0.05, batch_size=64, seed=0)
+    train(net, (x, y), epochs=5 if isinstance(widths, list) else 2, lr=0.05, batch_size=64, seed=0)
     return net.eval(), x, y
 
 
@@ -84,12 +88,19 @@ def landscapes(net, x, y):
 def compare(widths, samples) -> None:
     net, x, y = setup(widths)
     x, y = x[:samples], y[:samples]
-    name = "LeNet-5" if widths == "lenet" else "MLP " + "-".join(map(str, widths))
+    name = "MLP " + "-".join(map(str, widths)) if isinstance(widths, list) else {"lenet": "LeNet-5", "resnet20": "ResNet-20"}[widths]
     print(f"model: pruned {name} (density 0.2), digits {tuple(x.shape)}, grid {STEPS}x{STEPS}")
     times = {"ours": [], "naive": [], "loss-landscapes": []}
     for _ in range(3):
         for method, fn in (("ours", ours), ("naive", naive), ("loss-landscapes", landscapes)):
-            t, result = fn(net, x, y)
+            if times[method] and math.isnan(times[method][0]):
+                continue
+            try:
+                t, result = fn(net, x, y)
+            except Exception as error:  # loss-landscapes divides by zero on pruned BatchNorm nets
+                times[method].append(math.nan)
+                print(f"  {method} failed: {type(error).__name__}: {error}")
+                continue
             times[method].append(t)
             if method == "ours":
                 surface = result
@@ -112,6 +123,7 @@ def main() -> None:
     compare([64, 128, 128, 10], 1797)  # compute-bound: every point is a full forward over the data
     compare([64, 32, 10], 256)  # overhead-bound: a small net on a 256-sample probe set
     compare("lenet", 512)  # conv net, MNIST shapes: vmap would make grouped convs; "auto" picks the loop
+    compare("resnet20", 128)  # BatchNorm conv net at 16x16: folded BatchNorm, channels-last
 
 
 if __name__ == "__main__":

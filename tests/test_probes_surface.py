@@ -139,3 +139,77 @@ def test_auto_chunk_is_sized_from_the_largest_activations_and_changes_no_value(m
     for bad in (0, -2, 1.5, "big", True):
         with pytest.raises(ValueError, match="chunk must be a positive int or 'auto'"):
             loss_surface(net, (x, y), steps=3, chunk=bad)
+
+
+def _pruned_bn_resnet():
+    """ResNet-20 (float64) with torch-prune hooks at density 0.4 and non-trivial BatchNorm statistics."""
+    from prune_landscape import MaskSet, models
+
+    net = models.resnet20().double()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1, generator=g)
+                module.running_var.uniform_(0.5, 2.0, generator=g)
+                module.weight.uniform_(0.5, 1.5, generator=g)
+                module.bias.normal_(0, 0.1, generator=g)
+    MaskSet({n: torch.rand(p.shape, generator=g) < 0.4 for n, p in net.named_parameters() if p.dim() > 1}).apply_to(net)
+    x = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    return net.eval(), (x, torch.randint(0, 10, (6,), generator=g))
+
+
+def test_batchnorm_nets_run_folded_and_channels_last_and_match_a_naive_loop():
+    from prune_landscape.probes._params import fast_forward, probing
+
+    net, (x, y) = _pruned_bn_resnet()
+    before = snapshot(net)
+    with probing(net):
+        kept = KeptParameters.from_model(net)
+        forward = fast_forward(net, kept, x)
+        inner = [c.cell_contents for c in forward.__closure__ if callable(c.cell_contents)]
+        assert forward.__name__ == "channels_last" and [f.__name__ for f in inner] == ["fused"]  # both kept
+    surface = loss_surface(net, (x, y), steps=3, dims=2, seed=5, span=0.5)
+    assert_restored(net, before)
+    g = torch.Generator().manual_seed(5)
+    d1, d2 = filter_normalized_direction(kept, g), filter_normalized_direction(kept, g)
+    manual = copy_model(net)
+    params = dict(manual.named_parameters())
+    for i, a in enumerate((-0.5, 0.0, 0.5)):
+        for j, b in enumerate((-0.5, 0.0, 0.5)):
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(kept.values[name] + a * d1[name] + b * d2[name])
+            assert surface.losses[i][j] == pytest.approx(_loss(manual, x, y), rel=1e-10)
+
+
+def test_interpolation_moves_batchnorm_affine_parameters_through_the_folded_path():
+    net, (x, y) = _pruned_bn_resnet()
+    other = copy_model(net)
+    with torch.no_grad():
+        for module in other.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.mul_(2.0)
+                module.bias.add_(0.3)
+    path = interpolate(net, net, other, (x, y), steps=3)
+    assert path.losses[0] == pytest.approx(_loss(net, x, y), rel=1e-10)
+    assert path.losses[-1] == pytest.approx(_loss(other, x, y), rel=1e-10)
+
+
+def test_a_model_that_views_its_input_keeps_the_contiguous_layout():
+    from prune_landscape.probes._params import fast_forward
+
+    class Viewing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(2, 3, 1), torch.nn.Linear(2 * 4 * 4, 3)
+
+        def forward(self, x):
+            return self.fc(x.view(x.shape[0], -1)) + self.conv(x).mean(dim=(1, 2, 3), keepdim=False)[:, None]
+
+    net = Viewing().double().eval()
+    x = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,))
+    assert fast_forward(net, KeptParameters.from_model(net), x).__name__ == "reference"
+    surface = loss_surface(net, (x, y), steps=3, dims=1)
+    assert surface.losses[1] == pytest.approx(_loss(net, x, y), rel=1e-12)

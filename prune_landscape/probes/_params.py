@@ -25,6 +25,8 @@ from torch.func import functional_call
 
 from prune_landscape.batching import DataLike, first_batch, iter_batches, require_data
 from prune_landscape.masks import MaskSet
+from prune_landscape.modelcopy import plain_copy
+from prune_landscape.pruning.bnfold import FoldedNetwork
 from prune_landscape.training import loss_function, masked_parameters
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -220,6 +222,48 @@ def auto_chunk(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Te
     return max(1, min(AUTO_CHUNK_MAX, AUTO_CHUNK_BYTES // max(1, point_footprint(model, params, x))))
 
 
+Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def fast_forward(model: nn.Module, kept: KeptParameters, example: torch.Tensor) -> Forward:
+    """``model(x)`` in eval mode with the kept tensors replaced (functional names), as fast as exactness allows.
+
+    On a plain copy (pruning hooks folded in, user-visible names), every eval-mode BatchNorm is folded into
+    the conv before it (:mod:`prune_landscape.pruning.bnfold`), and image batches go in channels-last
+    memory format, which oneDNN runs up to 2x faster on CPU (ResNet-20 and VGG-16-BN here). Both are the
+    same function up to float rounding; each is kept only if it runs and agrees with the model on two
+    samples of ``example``, else the plain functional call is used.
+    """
+    def reference(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, dict(params), (x,))
+
+    try:
+        folded = FoldedNetwork.build(plain_copy(model).eval(), example)
+    except TypeError:  # a model deepcopy refuses: run it as it is
+        folded = None
+    rename = kept.user_names
+
+    def fused(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return folded({rename.get(name, name): value for name, value in params.items()}, x)
+
+    forward = reference if folded is None else fused
+    if example.dim() != 4:
+        return forward
+
+    def channels_last(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return forward(params, x.contiguous(memory_format=torch.channels_last))
+
+    sample = example[:2]
+    with torch.no_grad():
+        expected = reference(kept.values, sample)
+        try:
+            got = channels_last(kept.values, sample)
+        except Exception:  # noqa: BLE001 - e.g. a .view() on the input: keep the contiguous layout
+            return forward
+    agrees = got.shape == expected.shape and bool((got - expected).abs().max() <= 1e-3 * expected.abs().max() + 1e-6)
+    return channels_last if agrees else forward
+
+
 def batched_losses(
     model: nn.Module,
     base: Mapping[str, torch.Tensor],
@@ -228,6 +272,7 @@ def batched_losses(
     batches: Batches,
     criterion: Loss,
     chunk: int | str = "auto",
+    forward: Forward | None = None,
 ) -> np.ndarray:
     """Data-mean loss at each point ``base + sum_j coefficients[i, j] * directions[j]``.
 
@@ -237,9 +282,12 @@ def batched_losses(
     then times one-by-one calls against vmapped chunks on the first points and keeps the fastest: on CPU,
     vmap over conv weights becomes a grouped convolution that can be several times slower than separate
     calls, and large batched activations fall out of cache, while for small layers vmap saves most of the
-    per-call overhead. A NaN or inf stays NaN or inf.
+    per-call overhead. ``forward(params, x)`` runs the model (default: ``functional_call``; see
+    :func:`fast_forward`). A NaN or inf stays NaN or inf.
     """
     check_chunk(chunk)
+    if forward is None:
+        forward = lambda params, x: functional_call(model, dict(params), (x,))  # noqa: E731
     names = list(base)
     coefficients = coefficients.to(device=batches.device, dtype=next(iter(base.values())).dtype)
     total_points = coefficients.shape[0]
@@ -252,7 +300,7 @@ def batched_losses(
                 if name in direction:
                     value = value + coeff[j] * direction[name]
             params[name] = value
-        return criterion(functional_call(model, params, (x,)), y)
+        return criterion(forward(params, x), y)
 
     vmapped = torch.vmap(point_loss, in_dims=(0, None, None))
     totals = torch.zeros(total_points, dtype=torch.float64, device=batches.device)

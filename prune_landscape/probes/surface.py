@@ -3,7 +3,9 @@
 Directions follow Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets"), made mask-aware:
 Gaussian entries, masked, each output unit's row/filter rescaled to the norm of the same filter of the
 *masked* weights; directions for biases and other 1-D tensors (BatchNorm) are zero. Grid points are
-evaluated in chunks under ``torch.vmap`` over ``torch.func.functional_call``; the model is never written.
+evaluated through ``torch.func.functional_call``, one by one or in ``torch.vmap`` chunks, whichever the
+first points show to be faster, with eval-mode BatchNorm folded and channels-last images where they agree
+with the model (:func:`prune_landscape.probes._params.fast_forward`); the model is never written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 
 from prune_landscape.batching import DataLike
 from prune_landscape.masks import _current_tensor
-from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, probing, resolve_loss
+from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, fast_forward, probing, resolve_loss
 from prune_landscape.training import loss_function
 
 __all__ = ["InterpolationResult", "SurfaceResult", "filter_normalized_direction", "interpolate", "loss_surface"]
@@ -210,7 +212,8 @@ def loss_surface(
         coefficients = torch.stack([alpha.reshape(-1), beta.reshape(-1)], dim=1)
     coefficients = torch.cat([torch.zeros(1, dims, dtype=torch.float64), coefficients])  # the centre, exactly
     with probing(model):
-        values = batched_losses(model, kept.values, directions, coefficients, batches, loss_function(loss), chunk)
+        forward = fast_forward(model, kept, next(iter(batches))[0])
+        values = batched_losses(model, kept.values, directions, coefficients, batches, loss_function(loss), chunk, forward)
     grid = values[1:].reshape((steps,) * dims)
     return SurfaceResult(
         alphas=tuple(axis.tolist()),
@@ -298,7 +301,8 @@ def interpolate(
     origin = {name: torch.zeros_like(first[name]) for name in kept.names}
     coefficients = torch.stack([1 - ts, ts], dim=1)
     with probing(model):
-        values = batched_losses(model, origin, [first, last], coefficients, batches, loss_function(loss), chunk)
+        forward = fast_forward(model, kept, next(iter(batches))[0])
+        values = batched_losses(model, origin, [first, last], coefficients, batches, loss_function(loss), chunk, forward)
     t = ts.numpy()
     barrier = float(np.nanmax(values - ((1 - t) * values[0] + t * values[-1])))
     return InterpolationResult(tuple(t.tolist()), tuple(float(v) for v in values), barrier, loss)

@@ -99,9 +99,9 @@ class FoldedNetwork:
             layer, norm = self.source.get_submodule(layer_name), self.source.get_submodule(norm_name)
             scale = torch.rsqrt(norm.running_var + norm.eps)
             shift = -norm.running_mean * scale
-            if norm.weight is not None:
-                scale = scale * norm.weight.detach()
-                shift = shift * norm.weight.detach() + norm.bias.detach()
+            if norm.weight is not None:  # the affine parameters may be given too (e.g. along an interpolation)
+                gamma = out.get(f"{norm_name}.weight", norm.weight.detach())
+                scale, shift = scale * gamma, shift * gamma + out.get(f"{norm_name}.bias", norm.bias.detach())
             weight = out.get(f"{layer_name}.weight", layer.weight.detach())
             out[f"{layer_name}.weight"] = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
             bias = out.get(f"{layer_name}.bias", layer.bias.detach() if layer.bias is not None else None)
