@@ -117,3 +117,37 @@ def test_registry_and_argument_errors():
         hessian_spectrum(net, classification_data(), k=0)
     with pytest.raises(ValueError, match="backend"):
         hessian_spectrum(net, classification_data(), backend="pyhessian")
+
+
+def test_batchnorm_conv_net_runs_folded_and_matches_the_dense_hessian():
+    from torch import nn
+
+    from prune_landscape.probes._params import KeptParameters, fast_forward, probing
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for norm in (net[1], net[4]):
+            norm.running_mean.normal_(0, 0.2, generator=g)
+            norm.running_var.uniform_(0.5, 2.0, generator=g)
+            norm.weight.uniform_(0.5, 1.5, generator=g)
+            norm.bias.normal_(0, 0.2, generator=g)
+    masks = MaskSet({n: torch.rand(p.shape, generator=g) < 0.6 for n, p in net.named_parameters() if p.dim() > 1})
+    masks.apply_to(net)
+    x = torch.randn(20, 2, 5, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,), generator=g)
+    with probing(net):
+        forward = fast_forward(net, KeptParameters.from_model(net), x)
+        inner = [c.cell_contents.__name__ for c in forward.__closure__ if callable(c.cell_contents)]
+    assert forward.__name__ == "channels_last" and inner == ["fused"]  # the folded path is what gets probed
+    H = dense_kept_hessian(net, masks, x, y, F.cross_entropy)
+    exact = torch.linalg.eigvalsh(H)
+    result = hessian_spectrum(net, (x, y), k=5, tol=1e-10, trace_probes=0, batch_size=8)
+    assert result.num_kept == H.shape[0] > 64
+    torch.testing.assert_close(torch.tensor(result.eigenvalues, dtype=torch.float64), exact.flip(0)[:5], rtol=1e-6, atol=0)
+    assert result.min_eigenvalue == pytest.approx(float(exact[0]), rel=1e-6)

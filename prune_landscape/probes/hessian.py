@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, grad, vjp
 
 from prune_landscape.batching import DataLike
-from prune_landscape.probes._params import Batches, KeptParameters, probing, resolve_loss
+from prune_landscape.probes._params import Batches, KeptParameters, fast_forward, probing, resolve_loss
 from prune_landscape.training import loss_function
 
 __all__ = ["HessianResult", "hessian_spectrum"]
@@ -113,9 +113,10 @@ class _KeptHessian:
         self._cache = [] if self.size <= cache_samples else None
         criterion = loss_function(loss)
         if backend == "torch":
+            forward = fast_forward(model, kept, next(iter(batches))[0])  # BatchNorm folded, channels-last
 
             def loss_at(params, x, y):
-                return criterion(functional_call(model, params, (x,)), y)
+                return criterion(forward(params, x), y)
 
             self._gradient = grad(loss_at)
             self._apply = self._apply_torch
