@@ -189,6 +189,8 @@ AUTO_CHUNK_BYTES = 256 * 2**20
 AUTO_CHUNK_MAX = 32
 #: The smaller vmapped chunk tried first, and the number of one-by-one points timed against it.
 AUTO_CHUNK_TRIAL = 8
+#: One-by-one calls slower than this are kept without trying vmap (a trial on big conv nets costs seconds).
+AUTO_VMAP_MAX_SECONDS = 0.02
 
 
 def point_footprint(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> int:
@@ -315,7 +317,8 @@ def batched_losses(
         """Time one-by-one calls, then vmapped chunks of growing size, on real points (their losses count).
 
         Returns the fastest chunk size and the number of points already evaluated. Escalation stops at the
-        first size that is not faster, so a slow vmap costs one small trial.
+        first size that is not faster, so a slow vmap costs one small trial, and vmap is not tried at all
+        when one call already takes longer than :data:`AUTO_VMAP_MAX_SECONDS`.
         """
         largest = auto_chunk(model, base, x)
         done, best, best_rate = 0, 1, math.inf
@@ -335,6 +338,8 @@ def batched_losses(
             if rate >= best_rate:
                 break
             best, best_rate = size, rate
+            if size == 1 and rate > AUTO_VMAP_MAX_SECONDS:
+                break  # vmap only saves per-call overhead, negligible next to a call this long
         return best, done
 
     count = 0
