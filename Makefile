@@ -28,4 +28,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) outputs multirun wandb lightning_logs
+	rm -rf $(VENV) outputs multirun wandb lightning_logs build dist *.egg-info
