@@ -204,6 +204,15 @@ class MaskSet(Mapping[str, torch.Tensor]):
         return cls(masks)
 
     @classmethod
+    def for_model(cls, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> MaskSet:
+        """``masks`` checked against ``model`` (a ValueError says what does not fit), or the model's own."""
+        if masks is None:
+            return cls.from_module(model)
+        mask_set = masks if isinstance(masks, MaskSet) else cls(masks)
+        mask_set.validate(model)
+        return mask_set
+
+    @classmethod
     def dense(cls, model: nn.Module, names: list[str] | None = None) -> MaskSet:
         """All-True masks for ``names`` (default: every prunable weight of ``model``)."""
         names = prunable_parameters(model) if names is None else names

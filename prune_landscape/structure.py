@@ -339,11 +339,7 @@ def analyze_structure(
         ValueError: if the model has no prunable layer, a mask does not fit, or the final layer is unknown.
     """
     prunable = prunable_parameters(model)
-    if masks is None:
-        mask_set = MaskSet.from_module(model)
-    else:
-        mask_set = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-        mask_set.validate(model)
+    mask_set = MaskSet.for_model(model, masks)
     if isinstance(example_input, (tuple, list)):
         example_input = example_input[0]
     if example_input is None:

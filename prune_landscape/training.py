@@ -182,17 +182,15 @@ def train(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
     criterion = loss_function(loss)
-    if masks is None:
-        masks = MaskSet.from_module(model)
-    else:
-        masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-        masks.validate(model)
+    given = masks is not None
+    masks = MaskSet.for_model(model, masks)
+    if given:  # keep torch.nn.utils.prune's buffers in step with the masks we enforce
         hooked = {}
         for name, mask in masks.items():
             module, attr = find_parameter(model, name)
             if f"{attr}_mask" in module._buffers:
                 hooked[name] = mask
-        if hooked:  # keep torch.nn.utils.prune's buffers in step with the masks we enforce
+        if hooked:
             MaskSet(hooked).apply_to(model)
     pairs = masked_parameters(model, masks)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -127,3 +127,18 @@ def test_bad_input_gives_clear_errors(tmp_path):
         MaskSet.from_module(nn.Sequential(nn.ReLU()))
     with pytest.raises(FileNotFoundError, match="MaskSet file"):
         MaskSet.load(tmp_path / "missing.safetensors")
+
+
+def test_for_model_checks_given_masks_or_reads_the_models_own():
+    from prune_landscape import models
+
+    net = models.mlp([3, 4, 2])
+    with torch.no_grad():
+        net.fc1.weight[0, 0] = 0.0
+    own = MaskSet.for_model(net)
+    assert own == MaskSet.from_module(net) and not bool(own["fc1.weight"][0, 0])
+    given = {"fc1.weight": torch.ones(4, 3, dtype=torch.bool)}
+    checked = MaskSet.for_model(net, given)
+    assert isinstance(checked, MaskSet) and bool(checked["fc1.weight"].all())
+    with pytest.raises(ValueError, match="fc1.weight"):
+        MaskSet.for_model(net, {"fc1.weight": torch.ones(3, 3, dtype=torch.bool)})

@@ -41,15 +41,6 @@ def resolve_loss(loss: str, data: DataLike) -> str:
     return "mse" if targets.is_floating_point() else "cross_entropy"
 
 
-def resolve_masks(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> MaskSet:
-    """``masks`` checked against the model, or the model's own (prune buffers, else exact zeros)."""
-    if masks is None:
-        return MaskSet.from_module(model)
-    mask_set = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-    mask_set.validate(model)
-    return mask_set
-
-
 class Batches:
     """A re-iterable view of ``data`` (streamed, never loaded whole), moved to ``device``."""
 
@@ -92,7 +83,7 @@ class KeptParameters:
 
     @classmethod
     def from_model(cls, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> KeptParameters:
-        mask_set = resolve_masks(model, masks)
+        mask_set = MaskSet.for_model(model, masks)
         by_identity = {id(p): mask for p, mask in masked_parameters(model, mask_set)}
         user_of = {id(p): user for user, (p, _) in zip(mask_set, masked_parameters(model, mask_set))}
         names, values, kept_masks, user_names = [], {}, {}, {}
@@ -268,13 +259,13 @@ def fast_forward(model: nn.Module, kept: KeptParameters, example: torch.Tensor) 
 
 def batched_losses(
     model: nn.Module,
+    kept: KeptParameters,
     base: Mapping[str, torch.Tensor],
     directions: list[Mapping[str, torch.Tensor]],
     coefficients: torch.Tensor,
     batches: Batches,
     criterion: Loss,
     chunk: int | str = "auto",
-    forward: Forward | None = None,
 ) -> np.ndarray:
     """Data-mean loss at each point ``base + sum_j coefficients[i, j] * directions[j]``.
 
@@ -284,12 +275,11 @@ def batched_losses(
     then times one-by-one calls against vmapped chunks on the first points and keeps the fastest: on CPU,
     vmap over conv weights becomes a grouped convolution that can be several times slower than separate
     calls, and large batched activations fall out of cache, while for small layers vmap saves most of the
-    per-call overhead. ``forward(params, x)`` runs the model (default: ``functional_call``; see
-    :func:`fast_forward`). A NaN or inf stays NaN or inf.
+    per-call overhead. The model runs through :func:`fast_forward`, set up on the first batch. A NaN or
+    inf stays NaN or inf.
     """
     check_chunk(chunk)
-    if forward is None:
-        forward = lambda params, x: functional_call(model, dict(params), (x,))  # noqa: E731
+    forward: Forward | None = None
     names = list(base)
     coefficients = coefficients.to(device=batches.device, dtype=next(iter(base.values())).dtype)
     total_points = coefficients.shape[0]
@@ -346,6 +336,8 @@ def batched_losses(
     with torch.no_grad():
         for x, y in batches:
             done = 0
+            if forward is None:
+                forward = fast_forward(model, kept, x)
             if chunk == "auto":
                 chunk, done = tune(x, y)
             for start in range(done, total_points, chunk):

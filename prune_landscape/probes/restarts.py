@@ -24,7 +24,7 @@ from torch.nn.utils import prune as torch_prune
 from prune_landscape.batching import DataLike, first_batch, num_samples
 from prune_landscape.masks import MaskSet, find_parameter, prunable_parameters
 from prune_landscape.modelcopy import copy_model
-from prune_landscape.probes._params import resolve_loss, resolve_masks
+from prune_landscape.probes._params import resolve_loss
 from prune_landscape.structure import analyze_structure, final_layer_name
 from prune_landscape.training import train
 
@@ -188,7 +188,7 @@ def restart_spread(
     """
     seed_values = _seed_list(seeds)
     loss = resolve_loss(loss, data)
-    mask_set = resolve_masks(model, masks)
+    mask_set = MaskSet.for_model(model, masks)
     losses = []
     for seed in seed_values:
         fresh = _fresh_copy(model, seed)

@@ -20,7 +20,7 @@ from torch import nn
 
 from prune_landscape.batching import DataLike
 from prune_landscape.masks import _current_tensor
-from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, fast_forward, probing, resolve_loss
+from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, probing, resolve_loss
 from prune_landscape.training import loss_function
 
 __all__ = ["InterpolationResult", "SurfaceResult", "filter_normalized_direction", "interpolate", "loss_surface"]
@@ -212,8 +212,7 @@ def loss_surface(
         coefficients = torch.stack([alpha.reshape(-1), beta.reshape(-1)], dim=1)
     coefficients = torch.cat([torch.zeros(1, dims, dtype=torch.float64), coefficients])  # the centre, exactly
     with probing(model):
-        forward = fast_forward(model, kept, next(iter(batches))[0])
-        values = batched_losses(model, kept.values, directions, coefficients, batches, loss_function(loss), chunk, forward)
+        values = batched_losses(model, kept, kept.values, directions, coefficients, batches, loss_function(loss), chunk)
     grid = values[1:].reshape((steps,) * dims)
     return SurfaceResult(
         alphas=tuple(axis.tolist()),
@@ -301,8 +300,7 @@ def interpolate(
     origin = {name: torch.zeros_like(first[name]) for name in kept.names}
     coefficients = torch.stack([1 - ts, ts], dim=1)
     with probing(model):
-        forward = fast_forward(model, kept, next(iter(batches))[0])
-        values = batched_losses(model, origin, [first, last], coefficients, batches, loss_function(loss), chunk, forward)
+        values = batched_losses(model, kept, origin, [first, last], coefficients, batches, loss_function(loss), chunk)
     t = ts.numpy()
     barrier = float(np.nanmax(values - ((1 - t) * values[0] + t * values[-1])))
     return InterpolationResult(tuple(t.tolist()), tuple(float(v) for v in values), barrier, loss)
