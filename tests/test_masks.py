@@ -130,8 +130,6 @@ def test_bad_input_gives_clear_errors(tmp_path):
 
 
 def test_for_model_checks_given_masks_or_reads_the_models_own():
-    from prune_landscape import models
-
     net = models.mlp([3, 4, 2])
     with torch.no_grad():
         net.fc1.weight[0, 0] = 0.0
