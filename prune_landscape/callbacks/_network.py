@@ -8,7 +8,8 @@ is audited. :func:`choose_network` picks it:
 1. **explicit**: ``network="student"`` (a submodule name, ``""`` for the LightningModule itself) or a
    callable ``pl_module -> nn.Module``;
 2. **forward**: the LightningModule itself, when its class defines ``forward`` and, on a copy in eval
-   mode, ``forward(inputs)`` runs on a batch's inputs, returns a tensor and reaches every pruned weight;
+   mode, ``forward(inputs)`` runs on a batch's inputs, returns a tensor and reaches every prunable weight
+   (a forward that skips a teacher network does not describe the whole module);
 3. **single child**: otherwise the one direct child that holds every pruned weight (every prunable weight
    when nothing is pruned yet);
 4. **undecided**: otherwise; the caller warns with the fix and audits what it can without a forward.
@@ -139,7 +140,7 @@ def _owner(name: str, module: nn.Module) -> nn.Module:
     return module.get_submodule(name.rpartition(".")[0])
 
 
-def _forward_problem(pl_module: nn.Module, inputs: Any, pruned: list[str]) -> str | None:
+def _forward_problem(pl_module: nn.Module, inputs: Any, prunable: list[str]) -> str | None:
     """Why ``forward`` cannot be the audited network (None: it can)."""
     if not _own_forward(pl_module):
         return f"{type(pl_module).__name__} defines no forward"
@@ -159,9 +160,9 @@ def _forward_problem(pl_module: nn.Module, inputs: Any, pruned: list[str]) -> st
             handle.remove()
     if not isinstance(output, torch.Tensor):
         return f"forward returns a {type(output).__name__}, not a tensor"
-    missed = [name for name in pruned if id(_owner(name, twin)) not in reached]
+    missed = [name for name in prunable if id(_owner(name, twin)) not in reached]
     if missed:
-        return f"forward does not reach the pruned weights {missed[:3]}{' ...' if len(missed) > 3 else ''}"
+        return f"forward does not reach the weights {missed[:3]}{' ...' if len(missed) > 3 else ''}"
     return None
 
 
@@ -181,9 +182,9 @@ def choose_network(pl_module: nn.Module, network: NetworkSpec, inputs: Any) -> N
     masks = current_masks(pl_module)
     pruned = [name for name, mask in masks.items() if not bool(mask.all())] or list(masks)
     what = "pruned" if any(not bool(mask.all()) for mask in masks.values()) else "prunable"
-    problem = _forward_problem(pl_module, inputs, pruned)
+    problem = _forward_problem(pl_module, inputs, list(masks))
     if problem is None:
-        return NetworkChoice(pl_module, "", "forward", f"forward runs on a batch's inputs and reaches every {what} weight")
+        return NetworkChoice(pl_module, "", "forward", "forward runs on a batch's inputs and reaches every prunable weight")
     owners = sorted({name.split(".", 1)[0] for name in pruned})
     children = dict(pl_module.named_children())
     direct = [name for name in pruned if "." not in name]
