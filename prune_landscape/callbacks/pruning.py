@@ -22,6 +22,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from prune_landscape.batching import DataLike
+from prune_landscape.callbacks._batches import adapt_data, default_batch_to_inputs, default_batch_to_targets
+from prune_landscape.callbacks._checks import check_bool
 from prune_landscape.callbacks._support import (
     broadcast_masks,
     current_masks,
@@ -30,6 +32,7 @@ from prune_landscape.callbacks._support import (
     resolve_train_data,
 )
 from prune_landscape.masks import MaskSet
+from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, check_final_layer_budget, num_to_keep
 
 __all__ = ["GradualMagnitudePruning", "IterativeMagnitudePruning", "PruneAtInit"]
 
@@ -73,8 +76,37 @@ def _shrink(
 
 
 def _batch_inputs(batch: Any) -> torch.Tensor | None:
-    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    """One sample of the batch's inputs (only used to find the final layer), or None when it has no tensor."""
+    try:
+        inputs = default_batch_to_inputs(batch)
+    except ValueError:
+        return None  # an unusual batch: the final layer is then taken by parameter order
     return inputs[:1] if isinstance(inputs, torch.Tensor) else None
+
+
+def _check_policy(final_layer: FinalLayer, scope: str) -> None:
+    """Parse both at construction so a typo fails before any training (the same parsers prune() uses)."""
+    FinalLayerPolicy.parse(final_layer)
+    Scope.parse(scope)
+
+
+def _check_budget(trainer: pl.Trainer, pl_module: pl.LightningModule, sparsity: float, final_layer: FinalLayer, who: str) -> None:
+    """Raise in ``setup`` when the final-layer policy cannot fit the run's final sparsity (before any step)."""
+    policy = FinalLayerPolicy.parse(final_layer)
+    if policy.mode is FinalLayerMode.PRUNE:
+        return
+    from prune_landscape.structure import final_layer_name
+
+    current = current_masks(pl_module)
+    try:
+        name = final_layer_name(pl_module, example_batch(resolve_train_data(trainer, None)))
+    except Exception:  # no forward to trace: the budget is checked when the masks are computed
+        return
+    target = num_to_keep(1.0 - sparsity, current.num_total)
+    try:
+        check_final_layer_budget(dict(current.items()), target, name, policy)
+    except ValueError as error:
+        raise ValueError(f"{who} at final sparsity {sparsity:.4g}: {error}") from None
 
 
 class PruneAtInit(pl.Callback):
@@ -105,8 +137,17 @@ class PruneAtInit(pl.Callback):
         seed: int = 0,
         **options: Any,
     ) -> None:
-        if not 0.0 <= float(sparsity) < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        from prune_landscape.pruning import get_pruner
+
+        spec = get_pruner(method)  # raises, listing the known methods
+        unknown = sorted(set(options) - set(spec.valid_options()))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {spec.valid_options()}")
+        _check_policy(final_layer, scope)
         self.method = method
         self.sparsity = float(sparsity)
         self.data = data
@@ -126,7 +167,8 @@ class PruneAtInit(pl.Callback):
             return
         from prune_landscape.pruning import prune
 
-        data = resolve_train_data(trainer, self.data)
+        # Any batch structure (dicts, tuples) reaches the pruner as (inputs, targets) pairs.
+        data = adapt_data(resolve_train_data(trainer, self.data), default_batch_to_inputs, default_batch_to_targets)
         masks = prune(
             pl_module, self.method, self.sparsity, data,
             final_layer=self.final_layer, scope=self.scope, seed=self.seed, **self.options,
@@ -171,6 +213,7 @@ class GradualMagnitudePruning(pl.Callback):
         for method in ("sparsity_at", "should_update"):
             if not callable(getattr(schedule, method, None)):
                 raise ValueError(f"schedule must have a {method}(step) method (a GradualSchedule), got {type(schedule).__name__}")
+        _check_policy(final_layer, scope)
         self.schedule = schedule
         self.final_layer = final_layer
         self.scope = scope
@@ -180,6 +223,9 @@ class GradualMagnitudePruning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         install_mask_restore_hook(pl_module)
         if stage == "fit":
+            final = getattr(self.schedule, "final_sparsity", None)
+            if final is not None:
+                _check_budget(trainer, pl_module, float(final), self.final_layer, "GradualMagnitudePruning")
             _ensure_masks_attached(pl_module)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -244,6 +290,9 @@ class IterativeMagnitudePruning(pl.Callback):
             raise ValueError(f"schedule must have sparsity_at_round(r) (an IMPSchedule), got {type(schedule).__name__}")
         if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round!r}")
+        _check_policy(final_layer, scope)
+        check_bool("reset_optimizer", reset_optimizer)
+        check_bool("rewind_lr_schedule", rewind_lr_schedule)
         self.schedule = schedule
         self.epochs_per_round = int(epochs_per_round)
         self.final_layer = final_layer
@@ -267,6 +316,7 @@ class IterativeMagnitudePruning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         install_mask_restore_hook(pl_module)
         if stage == "fit":
+            _check_budget(trainer, pl_module, float(self.schedule.sparsity_at_round(self.rounds)), self.final_layer, "IterativeMagnitudePruning")
             _ensure_masks_attached(pl_module)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
