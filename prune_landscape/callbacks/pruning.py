@@ -138,7 +138,7 @@ class PruneAtInit(pl.Callback):
         **options: Any,
     ) -> None:
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         from prune_landscape.pruning import get_pruner
