@@ -40,17 +40,8 @@ from prune_landscape.callbacks._checks import (
 from prune_landscape.callbacks._network import NetworkChoice, NetworkSpec, check_network_spec, choose_network
 from prune_landscape.callbacks._reportfiles import annotate, partial_metrics, partial_report
 from prune_landscape.callbacks._support import current_masks, install_mask_restore_hook, mask_version_key, resolve_train_data
-from prune_landscape.loggers import (
-    guard_logger,
-    log_scalars,
-    logger_failures,
-    safe_call,
-    wandb_log_figures,
-    wandb_log_file_artifact,
-    wandb_log_table,
-    wandb_loggers,
-    wandb_update_summary,
-)
+from prune_landscape.callbacks._wandb import log_wandb_extras
+from prune_landscape.loggers import guard_logger, log_scalars, logger_failures, safe_call, wandb_loggers
 from prune_landscape.masks import MaskSet
 from prune_landscape.modelcopy import plain_copy
 
@@ -433,64 +424,24 @@ class LandscapeAudit(pl.Callback):
         if self.last_report is not None:
             paths = dict(save_report(self.last_report, directory))
         else:
-            reason = choice.reason if choice is not None and not choice.decided else "the audit failed or did not run"
             if choice is not None and not choice.decided:
-                reason = f"{reason}; {choice.fix}"
+                reason = f"{choice.reason}; {choice.fix}"
+            elif "audit" in self.failures:
+                reason = f"the audit failed ({self.failures['audit']['error']})"
+            else:
+                reason = "the run stopped before the first audit"
             paths = partial_report(masks, reason, directory)
         paths["mask"] = masks.save(Path(directory) / "mask.safetensors")
         self.report_paths = paths
+        extra: dict[str, Any] = {f"{self.prefix}network": None if choice is None else choice.to_dict()}
+        if interrupted:
+            extra[f"{self.prefix}interrupted"] = interrupted
         for logger in wandb_loggers(trainer.loggers):
-            self._log_wandb_extras(logger, masks, interrupted)
+            log_wandb_extras(
+                logger, self.last_report, masks, prefix=self.prefix, summary_extra=extra,
+                mask_path=paths["mask"] if self.log_mask_artifact else None, on_failure=self._record_failure,
+            )
         failures = list(self.failures.values())
         for logger in trainer.loggers:
             failures += [{"what": f"logger {f.logger}.{f.action}", "error": f.error, "count": f.count} for f in logger_failures(logger)]
         annotate(paths, {"network": None if choice is None else choice.to_dict(), "interrupted": interrupted, "failures": failures})
-
-    def _log_wandb_extras(self, logger: Any, masks: MaskSet, interrupted: str | None) -> None:
-        report = self.last_report
-        extra: dict[str, Any] = {f"{self.prefix}network": None if self.choice is None else self.choice.to_dict()}
-        if interrupted:
-            extra[f"{self.prefix}interrupted"] = interrupted
-        if report is not None:
-            columns = ["layer", "kind", "shape", "kept", "total", "density", "alive_units", "units"]
-            rows = [
-                [layer.name, layer.kind, "x".join(map(str, layer.shape)), layer.kept, layer.total, layer.density, layer.alive_units, layer.units]
-                for layer in report.structure.layers
-            ]
-            wandb_log_table(logger, self.prefix + "mask_table", columns, rows)
-            wandb_update_summary(logger, {**_summary(report, self.prefix), **extra})
-            figures = {}
-            for name, result in getattr(report, "probes", {}).items():
-                figure = self._safely(f"figure of probe {name}", result.figure) if hasattr(result, "figure") else None
-                if figure is not None:
-                    figures[f"{self.prefix}probe/{name}"] = figure
-            wandb_log_figures(logger, figures)
-        else:
-            columns = ["layer", "kept", "total", "density"]
-            rows = [[name, int(mask.sum()), mask.numel(), float(mask.float().mean())] for name, mask in masks.items()]
-            wandb_log_table(logger, self.prefix + "mask_table", columns, rows)
-            wandb_update_summary(logger, {**{self.prefix + k: v for k, v in partial_metrics(masks).items()}, **extra})
-        if self.log_mask_artifact:
-            version = str(getattr(logger, "version", None) or "run")
-            wandb_log_file_artifact(
-                logger,
-                self.report_paths["mask"],
-                name=f"mask-{version}",
-                artifact_type="mask",
-                metadata={"density": masks.density, "fingerprint": masks.fingerprint(), "inferred": masks.inferred},
-            )
-
-
-def _summary(report: Any, prefix: str) -> dict[str, Any]:
-    """The run-summary entries: the final scalars, the verdicts and the rules behind them."""
-    summary: dict[str, Any] = {prefix + key: float(value) for key, value in report.metrics().items()}
-    for part in ("landscape", "existence"):
-        section = getattr(report, part, None)
-        if section is None:
-            continue
-        verdict = getattr(section, "verdict", None)
-        summary[f"{prefix}{part}/verdict"] = getattr(verdict, "name", str(verdict))
-        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in getattr(section, "rules", ())]
-        if getattr(section, "explanation", None):
-            summary[f"{prefix}{part}/explanation"] = str(section.explanation)
-    return summary
