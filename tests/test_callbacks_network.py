@@ -190,7 +190,7 @@ def test_a_working_forward_is_the_network_and_a_wrong_name_fails_at_setup(tmp_pa
     trainer(ns, tmp_path, [audit], epochs=1).fit(LitClassifier(models.mlp([6, 8, 3]), lr=0.05), data())
     assert audit.choice.rule == "forward" and audit.choice.name == "" and "model.fc2.weight" in audit.last_masks
 
-    fit = trainer(ns, tmp_path, [LandscapeAudit(network="studnet")], epochs=1)
+    fit = trainer(ns, tmp_path / "second", [LandscapeAudit(network="studnet")], epochs=1)
     with pytest.raises(ValueError, match=r"network='studnet' is not a submodule of TeacherStudent; expected one of \['teacher', 'student'\]"):
         fit.fit(ns.TeacherStudent(), data())
-    assert fit.global_step == 0
+    assert fit.global_step == 0 and not list(tmp_path.joinpath("second").rglob("report.json"))  # a setup error leaves no report

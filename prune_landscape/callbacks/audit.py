@@ -193,6 +193,7 @@ class LandscapeAudit(pl.Callback):
         self._raw_batch: Any = None
         self._announced = False
         self._finished = False
+        self._started = False  # a fit that fails before training (a setup error) leaves no report behind
 
     @staticmethod
     def _validate_probes(probes: Sequence[Any]) -> None:
@@ -216,11 +217,12 @@ class LandscapeAudit(pl.Callback):
                 guard_logger(logger)
         install_mask_restore_hook(pl_module)
         if stage == "fit":
-            self._finished, self._raw_batch, self._announced = False, None, False
+            self._finished, self._raw_batch, self._announced, self._started = False, None, False, False
             # An explicit network is checked now, before any training (a wrong name raises here).
             self.choice = choose_network(pl_module, self.network, None) if self.network is not None else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = True
         self._safely("audit at train start", self._check, trainer, pl_module, "train_start")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -245,6 +247,8 @@ class LandscapeAudit(pl.Callback):
         self._safely("writing the report", self._finish, trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not self._started:
+            return  # e.g. a wrong argument found in setup: no training happened, nothing to report
         reason = f"{type(exception).__name__}" + (f": {exception}" if str(exception) else "")
         self._safely("writing the report after an exception", self._finish, trainer, pl_module, interrupted=reason)
 
