@@ -194,3 +194,43 @@ def test_a_working_forward_is_the_network_and_a_wrong_name_fails_at_setup(tmp_pa
     with pytest.raises(ValueError, match=r"network='studnet' is not a submodule of TeacherStudent; expected one of \['teacher', 'student'\]"):
         fit.fit(ns.TeacherStudent(), data())
     assert fit.global_step == 0 and not list(tmp_path.joinpath("second").rglob("report.json"))  # a setup error leaves no report
+
+
+@pytest.mark.parametrize("ns_name", NAMESPACES)
+def test_this_packages_pruners_that_need_a_forward_prune_a_module_without_one(tmp_path, ns_name):
+    """SNIP and a dense final layer run a forward: through the chosen network, not the LightningModule."""
+    from prune_landscape.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning
+    from prune_landscape.pruning import GradualSchedule, IMPSchedule
+
+    ns = namespace(ns_name)
+    for pruner in (
+        PruneAtInit("snip", 0.5, final_layer="dense"),
+        GradualMagnitudePruning(GradualSchedule(0.5, 0, 4, 2), final_layer="dense"),
+        IterativeMagnitudePruning(IMPSchedule(rounds=1, rate=0.5), final_layer="dense"),
+    ):
+        torch.manual_seed(5)
+        module = ns.NoForward()
+        audit = LandscapeAudit()
+        trainer(ns, tmp_path, [pruner, audit]).fit(module, data())
+        assert pruner._choice.name == "net" and audit.choice.name == "net"
+        # 36 of the 72 weights kept; the 24 of the final layer all among them.
+        assert int(module.net.fc2.weight_mask.sum()) == 24 and int(module.net.fc1.weight_mask.sum()) == 12
+        assert audit.records[-1].metrics["audit/final_layer/density"] == 1.0
+        assert audit.records[-1].metrics["audit/density"] == pytest.approx(0.5)
+
+
+def test_this_packages_pruners_prune_only_the_named_network(tmp_path):
+    ns = namespace("lightning.pytorch")
+    torch.manual_seed(6)
+    module = ns.TeacherStudent()
+    teacher = {name: p.clone() for name, p in module.teacher.named_parameters()}
+    expected = _global_magnitude_mask({"fc1.weight": module.student.fc1.weight, "fc2.weight": module.student.fc2.weight}, 0.75)
+    audit = LandscapeAudit(network="student")
+    trainer(ns, tmp_path, [PruneAtInit("magnitude", 0.75, network="student"), audit]).fit(module, data())
+    assert not any(name.endswith("_orig") for name, _ in module.teacher.named_parameters())
+    assert all(torch.equal(p, teacher[name]) for name, p in module.teacher.named_parameters())
+    assert module.student.fc1.weight_mask.bool().equal(expected["fc1.weight"])
+    assert module.student.fc2.weight_mask.bool().equal(expected["fc2.weight"])
+    assert audit.records[0].metrics["audit/density"] == pytest.approx(18 / 72)
+    assert set(audit.last_masks) == {"fc1.weight", "fc2.weight"}
+    assert all(audit.last_masks[name].equal(expected[name]) for name in expected)
