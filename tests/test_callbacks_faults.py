@@ -244,3 +244,34 @@ def test_an_impossible_dense_head_budget_fails_at_setup_before_any_step(tmp_path
     with pytest.raises(ValueError, match=r"final_layer='dense' is impossible: model.fc2.weight alone has 192 weights but the budget is (24|16) of 240"):
         fit.fit(LitClassifier(models.mlp([6, 8, 24]), lr=0.05), data())
     assert fit.global_step == 0
+
+
+class _BrokenCSV:
+    """A CSVLogger whose every log_metrics call raises (a full disk)."""
+
+    def __init__(self, base, save_dir):
+        class Broken(base):
+            calls = 0
+
+            def log_metrics(self, metrics, step=None):
+                type(self).calls += 1
+                raise OSError(28, "No space left on device")
+
+        self.logger = Broken(save_dir, name="csv")
+
+
+def test_a_failing_logger_and_an_unwritable_report_dir_do_not_end_the_run(tmp_path):
+    ns = namespace("lightning.pytorch")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the report directory should be")
+    broken = _BrokenCSV(ns.CSVLogger, tmp_path).logger
+    audit = LandscapeAudit(report_dir=blocker / "report")
+    with pytest.warns(RuntimeWarning) as record:
+        fit = trainer(ns, tmp_path, [audit], logger=broken, epochs=2)
+        fit.fit(ns.NoForward(), data())
+    messages = [str(w.message) for w in record]
+    assert fit.current_epoch == 2 and fit.state.finished
+    assert any("Broken failed during log_metrics (OSError" in m and "stays on" in m for m in messages)
+    assert any("LandscapeAudit: writing the report failed" in m for m in messages)
+    # The logger was never switched off: every one of Lightning's and the audit's calls reached it.
+    assert type(broken).calls >= 6

@@ -177,3 +177,19 @@ def test_offline_wandb_run_holds_everything_promised_in_both_namespaces(tmp_path
     audit_rows = [i for i, row in enumerate(history) if "audit/final_layer/density" in row]
     test_rows = [i for i, row in enumerate(history) if "test/loss" in row]
     assert test_rows and audit_rows and test_rows[-1] > audit_rows[-1]
+
+
+def test_probe_figures_render_without_pyplot_on_an_agg_canvas():
+    """Probes build bare matplotlib Figures (a FigureCanvasBase, which cannot render: the old crash)."""
+    import sys
+
+    from matplotlib.figure import Figure
+
+    from prune_landscape.loggers import figure_to_array
+
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    figure = Figure(figsize=(2, 1), dpi=40, facecolor=(1.0, 0.0, 0.0))
+    array = figure_to_array(figure)
+    assert array.shape == (40, 80, 3) and array.dtype.name == "uint8"
+    assert (array == [255, 0, 0]).all()  # the red face colour, pixel for pixel
+    assert ("matplotlib.pyplot" in sys.modules) == had_pyplot  # no pyplot state created
