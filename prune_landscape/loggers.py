@@ -155,9 +155,10 @@ def _record_failure(logger: Logger, action: str, error: BaseException) -> None:
         return
     failures[kind] = LoggerFailure(type(logger).__name__, action, f"{type(error).__name__}: {error}")
     object.__setattr__(logger, _FAILURES, failures)
+    after = "without this logger" if _logger_disabled(logger) else "and the logger stays on for the next calls"
     warnings.warn(
-        f"{type(logger).__name__} failed during {action} ({type(error).__name__}: {error}); training continues, "
-        "the logger stays on for the next calls, and the local audit report is still written",
+        f"{type(logger).__name__} failed during {action} ({type(error).__name__}: {error}); training continues "
+        f"{after}, and the local audit report is still written",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -243,10 +244,12 @@ def log_scalars(loggers: list[Logger], metrics: Mapping[str, float], step: int |
 class SafeWandbLogger(WandbLogger):
     """A ``WandbLogger`` that logs offline by default and survives W&B failures.
 
-    Same arguments as ``pytorch_lightning.loggers.WandbLogger``. Unless ``offline`` is given, the mode
-    follows :func:`configure_wandb_mode`. If ``wandb.init`` fails, a warning says why and the logger
-    becomes a no-op (training continues); later failures (a lost connection) are recorded and warned, and
-    the next calls still go through.
+    Same arguments as ``pytorch_lightning.loggers.WandbLogger``, plus ``init_timeout``. Unless ``offline``
+    is given, the mode follows :func:`configure_wandb_mode`. An online start that cannot reach the
+    server gives up after ``init_timeout`` seconds (W&B's own default waits 90 s) and the run is logged
+    offline instead, with a warning (``wandb sync`` uploads it later). If W&B cannot start at all, a
+    warning says why and the logger becomes a no-op (training continues); later failures (a lost
+    connection) are recorded and warned, and the next calls still go through.
 
     Example:
         >>> import pytorch_lightning as pl
@@ -254,14 +257,32 @@ class SafeWandbLogger(WandbLogger):
         >>> trainer = pl.Trainer(max_epochs=1, logger=logger)
     """
 
-    def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, offline: bool | None = None, init_timeout: float = 15.0, **kwargs: Any) -> None:
         if offline is None:
             offline = False
             configure_wandb_mode()
         if kwargs.get("save_dir") is not None:
             Path(kwargs["save_dir"]).mkdir(parents=True, exist_ok=True)
+        if "settings" not in kwargs and not offline and os.environ.get("WANDB_MODE") not in _OFFLINE_SAFE_MODES:
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(init_timeout=float(init_timeout))
         super().__init__(*args, offline=offline, **kwargs)
         guard_logger(self)
+
+    def _start_offline_instead(self, error: BaseException) -> bool:
+        """After an online start failed: retry offline once; True when that is worth trying."""
+        if self._offline or self._wandb_init.get("mode") in _OFFLINE_SAFE_MODES or os.environ.get("WANDB_MODE") in _OFFLINE_SAFE_MODES:
+            return False
+        warnings.warn(
+            f"W&B could not start online ({type(error).__name__}: {str(error).splitlines()[0]}); logging this run "
+            "offline instead (upload it later with `wandb sync`)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        self._wandb_init["mode"] = "offline"
+        self._wandb_init.pop("settings", None)
+        return True
 
     @property
     def experiment(self) -> Any:
@@ -269,9 +290,14 @@ class SafeWandbLogger(WandbLogger):
             return _DummyExperiment()
         try:
             return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
-        except Exception as error:  # W&B could not start: warn and carry on without it
-            _record_failure(self, "initialisation", error)
+        except Exception as error:  # W&B could not start online: log offline, or carry on without it
+            if self._start_offline_instead(error):
+                try:
+                    return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+                except Exception as offline_error:
+                    error = offline_error
             object.__setattr__(self, _DISABLED, True)  # nothing can reach a run that does not exist
+            _record_failure(self, "initialisation", error)
             return _DummyExperiment()
 
 

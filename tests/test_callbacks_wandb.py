@@ -193,3 +193,28 @@ def test_probe_figures_render_without_pyplot_on_an_agg_canvas():
     assert array.shape == (40, 80, 3) and array.dtype.name == "uint8"
     assert (array == [255, 0, 0]).all()  # the red face colour, pixel for pixel
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot  # no pyplot state created
+
+
+def test_an_unreachable_wandb_server_falls_back_to_offline_within_the_timeout(tmp_path, monkeypatch, offline_wandb):
+    """W&B's own default waits 90 s on a server it cannot reach; SafeWandbLogger gives up after
+    init_timeout and logs the run offline, so nothing is lost and training starts promptly."""
+    from prune_landscape.loggers import SafeWandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there: connection refused
+    ns = namespace("pytorch_lightning")
+    logger = SafeWandbLogger(save_dir=tmp_path / "wb", project="t", init_timeout=3)
+    start = time.monotonic()
+    try:
+        with pytest.warns(RuntimeWarning, match="W&B could not start online .*logging this run offline instead"):
+            trainer(ns, tmp_path, [LandscapeAudit()], logger=logger, epochs=1).fit(ns.NoForward(), data())
+        elapsed = time.monotonic() - start
+        run_dir = Path(logger.experiment.dir).parent
+    finally:
+        offline_wandb.finish()
+        offline_wandb.teardown()  # W&B keeps the unreachable server's settings process-wide otherwise
+    assert elapsed < 30, f"start-up took {elapsed:.1f} s"
+    assert run_dir.name.startswith("offline-run-")
+    history = _history(_complete_records(next(run_dir.glob("run-*.wandb"))))
+    assert any("audit/final_layer/density" in row for row in history)
