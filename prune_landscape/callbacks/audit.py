@@ -194,6 +194,7 @@ class LandscapeAudit(pl.Callback):
         self._announced = False
         self._finished = False
         self._started = False  # a fit that fails before training (a setup error) leaves no report behind
+        self._choice_fingerprint: str | None = None
 
     @staticmethod
     def _validate_probes(probes: Sequence[Any]) -> None:
@@ -293,7 +294,11 @@ class LandscapeAudit(pl.Callback):
     def _network(self, trainer: pl.Trainer, pl_module: pl.LightningModule, trigger: str) -> NetworkChoice:
         """The network choice: made once, retried while undecided before anything is pruned; announced once."""
         if self.choice is None or (not self.choice.decided and self.choice.provisional):
-            self.choice = choose_network(pl_module, self.network, self._inputs(trainer))
+            # A provisional choice is retried only when the masks changed (each try copies the module).
+            fingerprint = current_masks(pl_module).fingerprint()
+            if self.choice is None or fingerprint != self._choice_fingerprint:
+                self.choice = choose_network(pl_module, self.network, self._inputs(trainer))
+                self._choice_fingerprint = fingerprint
         choice = self.choice
         if not self._announced and trainer.is_global_zero and (choice.decided or not choice.provisional or trigger == "train_end"):
             self._announced = True
