@@ -203,6 +203,7 @@ def test_an_unreachable_wandb_server_falls_back_to_offline_within_the_timeout(tm
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there: connection refused
+    offline_wandb.teardown()  # W&B caches the settings of earlier (offline) runs process-wide
     ns = namespace("pytorch_lightning")
     logger = SafeWandbLogger(save_dir=tmp_path / "wb", project="t", init_timeout=3)
     start = time.monotonic()
