@@ -6,9 +6,11 @@ Lightning adapter: this module may import pytorch_lightning (and wandb lazily); 
   key, so nothing ever waits on the network; ``wandb sync`` uploads offline runs later.
 * :class:`SafeWandbLogger` is a drop-in ``WandbLogger`` that starts offline by default and, when W&B
   cannot initialise, warns and goes on as a no-op logger.
-* :func:`guard_logger` makes any attached Lightning logger fault tolerant: the first exception it raises
-  (a lost connection, a full disk) becomes one warning and the logger is switched off for the rest of the
-  run; training continues. ``LandscapeAudit`` guards every logger of its trainer.
+* :func:`guard_logger` makes any attached Lightning logger fault tolerant: an exception it raises (a lost
+  connection, a full disk) is recorded on the logger (:func:`logger_failures`) and warned about once per
+  kind of call; training continues and the logger stays on, so the next calls still go through (a
+  connection that comes back loses nothing after it). ``LandscapeAudit`` guards every logger of its trainer.
+* W&B loggers are recognised in both Lightning namespaces (``pytorch_lightning`` and ``lightning.pytorch``).
 
 Example:
     >>> import os
@@ -22,7 +24,9 @@ from __future__ import annotations
 import functools
 import netrc
 import os
+import sys
 import warnings
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -37,8 +41,12 @@ __all__ = [
     "guard_logger",
     "has_wandb_api_key",
     "log_scalars",
+    "is_wandb_logger",
     "logger_failed",
+    "logger_failures",
+    "LoggerFailure",
     "safe_call",
+    "figure_to_array",
     "wandb_log_figures",
     "wandb_log_file_artifact",
     "wandb_log_table",
@@ -46,7 +54,8 @@ __all__ = [
     "wandb_update_summary",
 ]
 
-_FAILED = "_prune_landscape_failed"
+_FAILURES = "_prune_landscape_failures"
+_DISABLED = "_prune_landscape_disabled"  # only a SafeWandbLogger whose W&B run could not start
 _GUARDED = "_prune_landscape_guarded"
 #: Logger methods the Trainer (or our callbacks) call; each one is wrapped by :func:`guard_logger`.
 _GUARDED_METHODS = (
@@ -105,38 +114,74 @@ def configure_wandb_mode(environ: MutableMapping[str, str] | None = None) -> str
     return "offline"
 
 
+@dataclass(frozen=True)
+class LoggerFailure:
+    """One failed logger call: which logger, during what, the error, and how often that call failed."""
+
+    logger: str
+    action: str
+    error: str
+    count: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"logger": self.logger, "action": self.action, "error": self.error, "count": self.count}
+
+
+def logger_failures(logger: Logger) -> list[LoggerFailure]:
+    """Every kind of call that failed on ``logger`` (first error kept, with a count), oldest first."""
+    return list(getattr(logger, _FAILURES, {}).values())
+
+
 def logger_failed(logger: Logger) -> bool:
-    """True once a guarded logger has failed (it is a no-op for the rest of the run)."""
-    return bool(getattr(logger, _FAILED, False))
+    """True once any call on ``logger`` has failed (the logger itself stays on unless it never started)."""
+    return bool(getattr(logger, _FAILURES, None))
 
 
-def _mark_failed(logger: Logger, action: str, error: BaseException) -> None:
-    if logger_failed(logger):
+def _logger_disabled(logger: Logger) -> bool:
+    return bool(getattr(logger, _DISABLED, False))
+
+
+def _action_kind(action: str) -> str:
+    # "log_image('audit/probe/x')" and "log_image('audit/probe/y')" are one kind of call for the warning.
+    return action.split("(", 1)[0]
+
+
+def _record_failure(logger: Logger, action: str, error: BaseException) -> None:
+    failures: dict[str, LoggerFailure] = getattr(logger, _FAILURES, None) or {}
+    kind = _action_kind(action)
+    previous = failures.get(kind)
+    if previous is not None:
+        failures[kind] = LoggerFailure(previous.logger, previous.action, previous.error, previous.count + 1)
         return
-    setattr(logger, _FAILED, True)
-    message = (
+    failures[kind] = LoggerFailure(type(logger).__name__, action, f"{type(error).__name__}: {error}")
+    object.__setattr__(logger, _FAILURES, failures)
+    after = "without this logger" if _logger_disabled(logger) else "and the logger stays on for the next calls"
+    warnings.warn(
         f"{type(logger).__name__} failed during {action} ({type(error).__name__}: {error}); training continues "
-        "without this logger and the local audit report is still written"
+        f"{after}, and the local audit report is still written",
+        RuntimeWarning,
+        stacklevel=3,
     )
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def safe_call(logger: Logger, action: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``function(*args, **kwargs)`` for ``logger``; an exception becomes one warning and disables it.
+    """Call ``function(*args, **kwargs)`` for ``logger``; an exception is recorded and warned, never raised.
 
-    Returns the function's result, or None when the logger has failed (now or before).
+    The first failure of each kind of call warns; every failure is counted (:func:`logger_failures`). The
+    logger is never switched off: the next call is attempted as usual. Returns the function's result, or
+    None when it failed (or when the logger is a SafeWandbLogger whose run never started).
     """
-    if logger_failed(logger):
+    if _logger_disabled(logger):
         return None
     try:
         return function(*args, **kwargs)
     except Exception as error:  # a logger must never end training: any failure is reported, not raised
-        _mark_failed(logger, action, error)
+        _record_failure(logger, action, error)
         return None
 
 
 def guard_logger(logger: Logger) -> Logger:
-    """Wrap the logger's methods (on this instance only) so a failure warns once and disables it.
+    """Wrap the logger's methods (on this instance only) so a failure is recorded and warned, not raised.
 
     Idempotent; returns ``logger``.
 
@@ -163,9 +208,23 @@ def guard_logger(logger: Logger) -> Logger:
     return logger
 
 
-def wandb_loggers(loggers: list[Logger]) -> list[WandbLogger]:
-    """The working WandbLoggers among ``loggers``."""
-    return [logger for logger in loggers if isinstance(logger, WandbLogger) and not logger_failed(logger)]
+def _wandb_logger_classes() -> tuple[type, ...]:
+    """WandbLogger classes of the Lightning namespaces already imported (importing one costs seconds)."""
+    classes: list[type] = [WandbLogger]
+    unified = sys.modules.get("lightning.pytorch.loggers.wandb")
+    if unified is not None and getattr(unified, "WandbLogger", None) is not None:
+        classes.append(unified.WandbLogger)
+    return tuple(classes)
+
+
+def is_wandb_logger(logger: Any) -> bool:
+    """True for a ``WandbLogger`` of ``pytorch_lightning`` or of ``lightning.pytorch`` (or a subclass)."""
+    return isinstance(logger, _wandb_logger_classes())
+
+
+def wandb_loggers(loggers: list[Logger]) -> list[Any]:
+    """The WandbLoggers among ``loggers`` (either Lightning namespace), except runs that never started."""
+    return [logger for logger in loggers if is_wandb_logger(logger) and not _logger_disabled(logger)]
 
 
 @rank_zero_only
@@ -185,9 +244,12 @@ def log_scalars(loggers: list[Logger], metrics: Mapping[str, float], step: int |
 class SafeWandbLogger(WandbLogger):
     """A ``WandbLogger`` that logs offline by default and survives W&B failures.
 
-    Same arguments as ``pytorch_lightning.loggers.WandbLogger``. Unless ``offline`` is given, the mode
-    follows :func:`configure_wandb_mode`. If ``wandb.init`` fails, a warning says why and the logger
-    becomes a no-op (training continues); later failures (a lost connection) disable it the same way.
+    Same arguments as ``pytorch_lightning.loggers.WandbLogger``, plus ``init_timeout``. Unless ``offline``
+    is given, the mode follows :func:`configure_wandb_mode`. An online start that cannot reach the
+    server gives up after ``init_timeout`` seconds (W&B's own default waits 90 s) and the run is logged
+    offline instead, with a warning (``wandb sync`` uploads it later). If W&B cannot start at all, a
+    warning says why and the logger becomes a no-op (training continues); later failures (a lost
+    connection) are recorded and warned, and the next calls still go through.
 
     Example:
         >>> import pytorch_lightning as pl
@@ -195,30 +257,55 @@ class SafeWandbLogger(WandbLogger):
         >>> trainer = pl.Trainer(max_epochs=1, logger=logger)
     """
 
-    def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, offline: bool | None = None, init_timeout: float = 15.0, **kwargs: Any) -> None:
         if offline is None:
             offline = False
             configure_wandb_mode()
         if kwargs.get("save_dir") is not None:
             Path(kwargs["save_dir"]).mkdir(parents=True, exist_ok=True)
+        if "settings" not in kwargs and not offline and os.environ.get("WANDB_MODE") not in _OFFLINE_SAFE_MODES:
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(init_timeout=float(init_timeout))
         super().__init__(*args, offline=offline, **kwargs)
         guard_logger(self)
 
+    def _start_offline_instead(self, error: BaseException) -> bool:
+        """After an online start failed: retry offline once; True when that is worth trying."""
+        if self._offline or self._wandb_init.get("mode") in _OFFLINE_SAFE_MODES or os.environ.get("WANDB_MODE") in _OFFLINE_SAFE_MODES:
+            return False
+        warnings.warn(
+            f"W&B could not start online ({type(error).__name__}: {str(error).splitlines()[0]}); logging this run "
+            "offline instead (upload it later with `wandb sync`)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        self._wandb_init["mode"] = "offline"
+        self._wandb_init.pop("settings", None)
+        return True
+
     @property
     def experiment(self) -> Any:
-        if logger_failed(self):
+        if _logger_disabled(self):
             return _DummyExperiment()
         try:
             return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
-        except Exception as error:  # W&B could not start: warn and carry on without it
-            _mark_failed(self, "initialisation", error)
+        except Exception as error:  # W&B could not start online: log offline, or carry on without it
+            if self._start_offline_instead(error):
+                try:
+                    return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+                except Exception as offline_error:
+                    error = offline_error
+            object.__setattr__(self, _DISABLED, True)  # nothing can reach a run that does not exist
+            _record_failure(self, "initialisation", error)
             return _DummyExperiment()
 
 
-# -- W&B extras (each call guarded; a failure disables the logger and warns once) ------------------------
+# -- W&B extras (each call guarded: a failure is recorded and warned, the logger stays on) ---------------
 def wandb_log_table(logger: WandbLogger, key: str, columns: list[str], rows: list[list[Any]], step: int | None = None) -> None:
     """Log a ``wandb.Table`` (e.g. the per-layer mask table) through ``logger``."""
-    safe_call(logger, f"log_table({key!r})", WandbLogger.log_table, logger, key=key, columns=columns, data=rows, step=step)
+    # The class's own method: the instance attribute may be the guard's wrapper, which would warn twice.
+    safe_call(logger, f"log_table({key!r})", type(logger).log_table, logger, key=key, columns=columns, data=rows, step=step)
 
 
 def wandb_update_summary(logger: WandbLogger, values: Mapping[str, Any]) -> None:
@@ -232,23 +319,38 @@ def wandb_update_summary(logger: WandbLogger, values: Mapping[str, Any]) -> None
     safe_call(logger, "summary update", update)
 
 
-def _figure_to_array(figure: Any) -> Any:
-    """Render a matplotlib figure to an RGB array (no plotly needed) and close it."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+def figure_to_array(figure: Any) -> Any:
+    """Render a matplotlib figure to an ``(H, W, 3)`` uint8 array on an Agg canvas; close it if pyplot holds it.
 
-    figure.canvas.draw()
-    array = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
+    Figures built as ``matplotlib.figure.Figure()`` (as the probes do, to stay clear of pyplot's global
+    state) carry a bare ``FigureCanvasBase``, which cannot render; attaching an Agg canvas renders any
+    figure without touching the user's backend. No plotly or display is needed.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> figure = Figure(figsize=(2, 1), dpi=50)
+        >>> _ = figure.add_subplot().plot([0, 1])
+        >>> figure_to_array(figure).shape
+        (50, 100, 3)
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    array = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    pyplot = sys.modules.get("matplotlib.pyplot")  # close only what pyplot manages; never import it here
+    if pyplot is not None and getattr(figure, "number", None) in pyplot.get_fignums():
+        pyplot.close(figure)
     return array
 
 
 def wandb_log_figures(logger: WandbLogger, figures: Mapping[str, Any], step: int | None = None) -> None:
     """Log matplotlib figures as images, one key each; the figures are closed afterwards."""
     for key, figure in figures.items():
-        image = safe_call(logger, f"render {key!r}", _figure_to_array, figure)
+        image = safe_call(logger, f"render({key!r})", figure_to_array, figure)
         if image is not None:
-            safe_call(logger, f"log_image({key!r})", WandbLogger.log_image, logger, key=key, images=[image], step=step)
+            safe_call(logger, f"log_image({key!r})", type(logger).log_image, logger, key=key, images=[image], step=step)
 
 
 def wandb_log_file_artifact(

@@ -4,6 +4,7 @@ CSV scalars read back, and loggers that fail (training continues, the report is 
 import csv
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -129,14 +130,19 @@ def test_audit_sees_modelpruning_masks_in_either_order(tmp_path, audit_first):
 
 
 class _ConnectionLost(pl.Callback):
-    """After the first epoch the W&B run raises on every call, like a dropped connection."""
+    """During the second epoch the W&B run raises on every log call, like a dropped connection; then it is back."""
 
     def on_train_epoch_end(self, trainer, pl_module):
+        experiment = trainer.logger.experiment
         if trainer.current_epoch == 0:
+            self.log = experiment.log
+
             def lost(*args, **kwargs):
                 raise ConnectionError("simulated: connection to W&B lost")
 
-            trainer.logger.experiment.log = lost
+            experiment.log = lost
+        elif trainer.current_epoch == 1:
+            experiment.log = self.log
 
 
 @pytest.fixture
@@ -169,19 +175,40 @@ def test_wandb_that_cannot_initialise_warns_and_training_continues(tmp_path, mon
     assert (tmp_path / "wb" / "report.json").is_file() and (tmp_path / "wb" / "mask.safetensors").is_file()
 
 
-def test_wandb_that_loses_its_connection_warns_and_training_continues(tmp_path, offline_wandb):
+def test_wandb_that_loses_its_connection_warns_and_stays_on(tmp_path, offline_wandb):
+    """A failing log call is recorded and warned; the user's logger is never switched off, so what is
+    logged after the connection is back (the final audit, the summary, the artifact) reaches the run."""
+    from test_callbacks_wandb import _complete_records, _history
+
     logger = WandbLogger(save_dir=tmp_path / "wb", project="t", offline=True)  # a plain Lightning logger
     audit = LandscapeAudit()
     lit = _lit()
-    with pytest.warns(RuntimeWarning, match="WandbLogger failed during log_metrics .*connection to W&B lost"):
+    fc2 = torch.ones(3, 8, dtype=torch.bool)
+    fc2[:, 6:] = False
+    torch_prune.custom_from_mask(lit.model.fc2, "weight", fc2)
+    with pytest.warns(RuntimeWarning, match="WandbLogger failed during log_metrics .*connection to W&B lost.*stays on"):
         trainer = _trainer(tmp_path, [audit, _ConnectionLost()], logger=logger, epochs=3)
         trainer.fit(lit, _data())
+    run_dir = Path(logger.experiment.dir).parent
+    import wandb
+
+    wandb.finish()
     assert trainer.current_epoch == 3 and logger_failed(logger)
-    assert (tmp_path / "wb" / "report.md").is_file()
-    assert MaskSet.load(tmp_path / "wb" / "mask.safetensors") == audit.last_masks
+    records = _complete_records(next(run_dir.glob("run-*.wandb")))
+    history = _history(records)
+    final = [row for row in history if row.get("audit/n") == 48]  # the final audit (with data), after the outage
+    assert len(final) == 1 and final[0]["audit/final_layer/density"] == pytest.approx(18 / 24)
+    assert any("audit/mask_table/_type" in row for row in history)
+    assert any(r.WhichOneof("record_type") == "artifact" and r.artifact.type == "mask" for r in records)
+    report = json.loads((run_dir / "files" / "report.json").read_text())
+    (failure,) = [f for f in report["run"]["failures"] if f["what"].startswith("logger WandbLogger")]
+    assert failure["what"] == "logger WandbLogger.log_metrics" and failure["count"] >= 1
+    assert MaskSet.load(run_dir / "files" / "mask.safetensors") == audit.last_masks
 
 
 def test_invalid_arguments_raise_before_any_work():
+    with pytest.raises(ValueError, match="n_samples must be a positive integer or None, got 2.5"):
+        LandscapeAudit(n_samples=2.5)
     with pytest.raises(ValueError, match="probe_every_n_epochs must be a positive integer or None, got 0"):
         LandscapeAudit(probe_every_n_epochs=0)
     with pytest.raises(ValueError, match="check_every_n_steps must be a positive integer, got 1.5"):

@@ -7,10 +7,15 @@ Add the audit to any Lightning script in one line:
     >>> trainer = pl.Trainer(max_epochs=1, callbacks=[LandscapeAudit()], logger=False)
 
 It works beside this package's pruning callbacks, Lightning's ``ModelPruning`` (either order) and masks
-attached by hand with ``torch.nn.utils.prune``.
+attached by hand with ``torch.nn.utils.prune``, in ``pytorch_lightning`` and ``lightning.pytorch``
+Trainers, on any LightningModule (``network=`` picks the audited network when the automatic choice
+cannot) and any batch structure (``batch_to_inputs=``/``batch_to_targets=``; defaults
+:func:`default_batch_to_inputs` and :func:`default_batch_to_targets`).
 """
 
-from prune_landscape.callbacks.audit import AuditRecord, LandscapeAudit
+from prune_landscape.callbacks._batches import default_batch_to_inputs, default_batch_to_targets
+from prune_landscape.callbacks._network import NetworkChoice
+from prune_landscape.callbacks.audit import AuditRecord, LandscapeAudit, ProbeFailure
 from prune_landscape.callbacks.pruning import GradualMagnitudePruning, IterativeMagnitudePruning, PruneAtInit
 
 __all__ = [
@@ -18,5 +23,9 @@ __all__ = [
     "GradualMagnitudePruning",
     "IterativeMagnitudePruning",
     "LandscapeAudit",
+    "NetworkChoice",
+    "ProbeFailure",
     "PruneAtInit",
+    "default_batch_to_inputs",
+    "default_batch_to_targets",
 ]

@@ -121,12 +121,20 @@ def resolve_train_data(trainer: pl.Trainer, data: DataLike | None) -> DataLike |
 
 
 def example_batch(data: DataLike | None) -> torch.Tensor | None:
-    """One input batch from ``data`` (or None), for shape-only uses such as the structural audit."""
-    if data is None:
-        return None
-    from prune_landscape.batching import first_batch
+    """Two samples of ``data``'s inputs (or None), for shape-only uses such as finding the final layer.
 
-    inputs, _ = first_batch(data, batch_size=2)
-    return inputs
+    Any batch structure is read through :func:`default_batch_to_inputs` (tuples, dicts, tensors); a batch
+    without tensor inputs gives None, and the callers fall back to parameter order.
+    """
+    from prune_landscape.callbacks._batches import default_batch_to_inputs, first_raw_batch
+
+    batch = first_raw_batch(data)
+    if batch is None:
+        return None
+    try:
+        inputs = default_batch_to_inputs(batch)
+    except ValueError:
+        return None
+    return inputs[:2] if isinstance(inputs, torch.Tensor) else None
 
 

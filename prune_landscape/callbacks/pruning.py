@@ -22,6 +22,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from prune_landscape.batching import DataLike
+from prune_landscape.callbacks._batches import adapt_data, default_batch_to_inputs, default_batch_to_targets
+from prune_landscape.callbacks._checks import check_bool
+from prune_landscape.callbacks._network import NetworkSpec, check_network_spec, choose_network
 from prune_landscape.callbacks._support import (
     broadcast_masks,
     current_masks,
@@ -30,19 +33,33 @@ from prune_landscape.callbacks._support import (
     resolve_train_data,
 )
 from prune_landscape.masks import MaskSet
+from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, check_final_layer_budget, num_to_keep
 
 __all__ = ["GradualMagnitudePruning", "IterativeMagnitudePruning", "PruneAtInit"]
 
 FinalLayer = str | float
 
 
-def _attach(trainer: pl.Trainer, pl_module: pl.LightningModule, masks: MaskSet) -> MaskSet:
+def _network(callback: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.nn.Module:
+    """The network the callback prunes: ``network=`` if given, else LandscapeAudit's automatic choice.
+
+    A module without ``forward`` (``self.net(x)`` in ``training_step``) is pruned through its network, so
+    methods that run a forward (SNIP, a dense final layer) work; when no single network can be chosen
+    (a teacher and a student), the whole LightningModule is pruned, as ``network=""`` would.
+    """
+    if callback._choice is None:
+        inputs = example_batch(resolve_train_data(trainer, getattr(callback, "data", None)))
+        callback._choice = choose_network(pl_module, callback.network, inputs)
+    return callback._choice.module if callback._choice.decided else pl_module
+
+
+def _attach(trainer: pl.Trainer, pl_module: torch.nn.Module, masks: MaskSet) -> MaskSet:
     masks = broadcast_masks(trainer, masks)
     masks.apply_to(pl_module)
     return masks
 
 
-def _ensure_masks_attached(pl_module: pl.LightningModule) -> None:
+def _ensure_masks_attached(pl_module: torch.nn.Module) -> None:
     """Attach all-ones masks to prunable weights that carry none, so later updates only write buffers."""
     hooked = MaskSet.from_module(pl_module, source="hooks")
     dense = MaskSet.dense(pl_module)
@@ -53,7 +70,7 @@ def _ensure_masks_attached(pl_module: pl.LightningModule) -> None:
 
 def _shrink(
     trainer: pl.Trainer,
-    pl_module: pl.LightningModule,
+    pl_module: torch.nn.Module,
     sparsity: float,
     final_layer: FinalLayer,
     scope: str,
@@ -73,8 +90,37 @@ def _shrink(
 
 
 def _batch_inputs(batch: Any) -> torch.Tensor | None:
-    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    """One sample of the batch's inputs (only used to find the final layer), or None when it has no tensor."""
+    try:
+        inputs = default_batch_to_inputs(batch)
+    except ValueError:
+        return None  # an unusual batch: the final layer is then taken by parameter order
     return inputs[:1] if isinstance(inputs, torch.Tensor) else None
+
+
+def _check_policy(final_layer: FinalLayer, scope: str) -> None:
+    """Parse both at construction so a typo fails before any training (the same parsers prune() uses)."""
+    FinalLayerPolicy.parse(final_layer)
+    Scope.parse(scope)
+
+
+def _check_budget(trainer: pl.Trainer, pl_module: torch.nn.Module, sparsity: float, final_layer: FinalLayer, who: str) -> None:
+    """Raise in ``setup`` when the final-layer policy cannot fit the run's final sparsity (before any step)."""
+    policy = FinalLayerPolicy.parse(final_layer)
+    if policy.mode is FinalLayerMode.PRUNE:
+        return
+    from prune_landscape.structure import final_layer_name
+
+    current = current_masks(pl_module)
+    try:
+        name = final_layer_name(pl_module, example_batch(resolve_train_data(trainer, None)))
+    except Exception:  # no forward to trace: the budget is checked when the masks are computed
+        return
+    target = num_to_keep(1.0 - sparsity, current.num_total)
+    try:
+        check_final_layer_budget(dict(current.items()), target, name, policy)
+    except ValueError as error:
+        raise ValueError(f"{who} at final sparsity {sparsity:.4g}: {error}") from None
 
 
 class PruneAtInit(pl.Callback):
@@ -87,6 +133,8 @@ class PruneAtInit(pl.Callback):
         final_layer: ``"prune"``, ``"dense"``, or a minimum density for the classifier.
         scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
         seed: the pruner's seed (same seed, same mask).
+        network: the network to prune inside the LightningModule (a submodule name or a callable
+            ``pl_module -> nn.Module``); default: LandscapeAudit's automatic choice.
         **options: passed to the pruner.
 
     Example:
@@ -103,10 +151,23 @@ class PruneAtInit(pl.Callback):
         final_layer: FinalLayer = "prune",
         scope: str = "global",
         seed: int = 0,
+        network: NetworkSpec = None,
         **options: Any,
     ) -> None:
-        if not 0.0 <= float(sparsity) < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        from prune_landscape.pruning import get_pruner
+
+        spec = get_pruner(method)  # raises, listing the known methods
+        unknown = sorted(set(options) - set(spec.valid_options()))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {spec.valid_options()}")
+        _check_policy(final_layer, scope)
+        check_network_spec(network)
+        self.network = network
+        self._choice = None
         self.method = method
         self.sparsity = float(sparsity)
         self.data = data
@@ -121,21 +182,24 @@ class PruneAtInit(pl.Callback):
         install_mask_restore_hook(pl_module)
         if stage != "fit":
             return
+        self._choice = None  # chosen afresh for each fit: the module may be another one
+        net = _network(self, trainer, pl_module)
         if self.masks is not None:  # a second fit() on the same module keeps the first mask
-            self.masks = _attach(trainer, pl_module, self.masks)
+            self.masks = _attach(trainer, net, self.masks)
             return
         from prune_landscape.pruning import prune
 
-        data = resolve_train_data(trainer, self.data)
+        # Any batch structure (dicts, tuples) reaches the pruner as (inputs, targets) pairs.
+        data = adapt_data(resolve_train_data(trainer, self.data), default_batch_to_inputs, default_batch_to_targets)
         masks = prune(
-            pl_module, self.method, self.sparsity, data,
+            net, self.method, self.sparsity, data,
             final_layer=self.final_layer, scope=self.scope, seed=self.seed, **self.options,
         )
-        self.masks = _attach(trainer, pl_module, masks)
+        self.masks = _attach(trainer, net, masks)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After a resume the checkpoint's buffers replaced the masks computed in setup: keep those.
-        self.masks = current_masks(pl_module)
+        self.masks = current_masks(_network(self, trainer, pl_module))
         if self._restored_fingerprint is not None and self._restored_fingerprint != self.masks.fingerprint():
             raise RuntimeError(
                 f"the restored masks (fingerprint {self.masks.fingerprint()}) differ from the checkpointed "
@@ -161,16 +225,21 @@ class GradualMagnitudePruning(pl.Callback):
             (``prune_landscape.pruning.GradualSchedule``).
         final_layer: ``"prune"``, ``"dense"``, or a minimum density for the classifier.
         scope: ``"global"``, ``"layerwise"`` or ``"erk"``.
+        network: the network to prune (as in :class:`PruneAtInit`).
 
     Example:
         >>> from prune_landscape.pruning import GradualSchedule
         >>> callback = GradualMagnitudePruning(GradualSchedule(final_sparsity=0.8, start_step=0, end_step=100, frequency=10))
     """
 
-    def __init__(self, schedule: Any, *, final_layer: FinalLayer = "prune", scope: str = "global") -> None:
+    def __init__(self, schedule: Any, *, final_layer: FinalLayer = "prune", scope: str = "global", network: NetworkSpec = None) -> None:
         for method in ("sparsity_at", "should_update"):
             if not callable(getattr(schedule, method, None)):
                 raise ValueError(f"schedule must have a {method}(step) method (a GradualSchedule), got {type(schedule).__name__}")
+        _check_policy(final_layer, scope)
+        check_network_spec(network)
+        self.network = network
+        self._choice = None
         self.schedule = schedule
         self.final_layer = final_layer
         self.scope = scope
@@ -180,7 +249,12 @@ class GradualMagnitudePruning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         install_mask_restore_hook(pl_module)
         if stage == "fit":
-            _ensure_masks_attached(pl_module)
+            self._choice = None  # chosen afresh for each fit: the module may be another one
+            net = _network(self, trainer, pl_module)
+            final = getattr(self.schedule, "final_sparsity", None)
+            if final is not None:
+                _check_budget(trainer, net, float(final), self.final_layer, "GradualMagnitudePruning")
+            _ensure_masks_attached(net)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -191,7 +265,7 @@ class GradualMagnitudePruning(pl.Callback):
         """Move the masks to the schedule's sparsity at ``step``; returns the new masks."""
         self.sparsity = float(self.schedule.sparsity_at(step))
         self.last_update_step = step
-        return _shrink(trainer, pl_module, self.sparsity, self.final_layer, self.scope, example_input)
+        return _shrink(trainer, _network(self, trainer, pl_module), self.sparsity, self.final_layer, self.scope, example_input)
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_update_step": self.last_update_step, "sparsity": self.sparsity}
@@ -222,6 +296,7 @@ class IterativeMagnitudePruning(pl.Callback):
         rewind_lr_schedule: restore the LR schedulers and param-group hyper-parameters saved at
             ``rewind_step`` at each rewind; ``False`` keeps the schedule running across rounds (the
             behaviour before this option existed).
+        network: the network to prune (as in :class:`PruneAtInit`); the rewind restores the whole module.
 
     Example:
         >>> from prune_landscape.pruning import IMPSchedule
@@ -239,11 +314,18 @@ class IterativeMagnitudePruning(pl.Callback):
         scope: str = "global",
         reset_optimizer: bool = True,
         rewind_lr_schedule: bool = True,
+        network: NetworkSpec = None,
     ) -> None:
         if not callable(getattr(schedule, "sparsity_at_round", None)):
             raise ValueError(f"schedule must have sparsity_at_round(r) (an IMPSchedule), got {type(schedule).__name__}")
         if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round!r}")
+        _check_policy(final_layer, scope)
+        check_bool("reset_optimizer", reset_optimizer)
+        check_bool("rewind_lr_schedule", rewind_lr_schedule)
+        check_network_spec(network)
+        self.network = network
+        self._choice = None
         self.schedule = schedule
         self.epochs_per_round = int(epochs_per_round)
         self.final_layer = final_layer
@@ -267,7 +349,10 @@ class IterativeMagnitudePruning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         install_mask_restore_hook(pl_module)
         if stage == "fit":
-            _ensure_masks_attached(pl_module)
+            self._choice = None  # chosen afresh for each fit: the module may be another one
+            net = _network(self, trainer, pl_module)
+            _check_budget(trainer, net, float(self.schedule.sparsity_at_round(self.rounds)), self.final_layer, "IterativeMagnitudePruning")
+            _ensure_masks_attached(net)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.rewind_state is None and trainer.global_step >= self.rewind_step:
@@ -303,7 +388,7 @@ class IterativeMagnitudePruning(pl.Callback):
             raise RuntimeError(f"IMP cannot rewind: no weights were saved at step {self.rewind_step} (global step {trainer.global_step})")
         sparsity = float(self.schedule.sparsity_at_round(self.round + 1))
         example = example_batch(resolve_train_data(trainer, None))
-        masks = _shrink(trainer, pl_module, sparsity, self.final_layer, self.scope, example)
+        masks = _shrink(trainer, _network(self, trainer, pl_module), sparsity, self.final_layer, self.scope, example)
         current = pl_module.state_dict()
         with torch.no_grad():
             for key, value in self.rewind_state.items():

@@ -1,0 +1,83 @@
+"""What LandscapeAudit sends to a WandbLogger at the end of fit, beyond the scalars every logger gets.
+
+Lightning adapter. Every call goes through the guarded helpers of :mod:`prune_landscape.loggers`: a failure
+is recorded and warned, and the next call still goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prune_landscape.callbacks._reportfiles import partial_metrics
+from prune_landscape.loggers import wandb_log_figures, wandb_log_file_artifact, wandb_log_table, wandb_update_summary
+from prune_landscape.masks import MaskSet
+
+__all__ = ["log_wandb_extras", "summary_entries"]
+
+
+def log_wandb_extras(
+    logger: Any,
+    report: Any,
+    masks: MaskSet,
+    *,
+    prefix: str,
+    summary_extra: Mapping[str, Any],
+    mask_path: Path | None,
+    on_failure: Callable[[str, BaseException], None],
+) -> None:
+    """The per-layer mask table, the summary (verdicts, rules, network), the probe figures, the mask artifact.
+
+    Without a report (no network chosen, or the audit failed) the table and summary hold what the masks
+    alone tell. ``mask_path`` None: no artifact. ``on_failure`` records a probe whose figure cannot be drawn.
+    """
+    if report is not None:
+        columns = ["layer", "kind", "shape", "kept", "total", "density", "alive_units", "units"]
+        rows = [
+            [layer.name, layer.kind, "x".join(map(str, layer.shape)), layer.kept, layer.total, layer.density, layer.alive_units, layer.units]
+            for layer in report.structure.layers
+        ]
+        wandb_log_table(logger, prefix + "mask_table", columns, rows)
+        wandb_update_summary(logger, {**summary_entries(report, prefix), **summary_extra})
+        figures = {}
+        for name, result in getattr(report, "probes", {}).items():
+            if not hasattr(result, "figure"):
+                continue
+            try:
+                figure = result.figure()
+            except Exception as error:  # one probe's drawing must not cost the others or the artifact
+                on_failure(f"figure of probe {name}", error)
+                continue
+            if figure is not None:
+                figures[f"{prefix}probe/{name}"] = figure
+        wandb_log_figures(logger, figures)
+    else:
+        columns = ["layer", "kept", "total", "density"]
+        rows = [[name, int(mask.sum()), mask.numel(), float(mask.float().mean())] for name, mask in masks.items()]
+        wandb_log_table(logger, prefix + "mask_table", columns, rows)
+        wandb_update_summary(logger, {**{prefix + k: v for k, v in partial_metrics(masks).items()}, **summary_extra})
+    if mask_path is not None:
+        version = str(getattr(logger, "version", None) or "run")
+        wandb_log_file_artifact(
+            logger,
+            mask_path,
+            name=f"mask-{version}",
+            artifact_type="mask",
+            metadata={"density": masks.density, "fingerprint": masks.fingerprint(), "inferred": masks.inferred},
+        )
+
+
+def summary_entries(report: Any, prefix: str) -> dict[str, Any]:
+    """The run-summary entries: the final scalars, the verdicts and the rules behind them."""
+    summary: dict[str, Any] = {prefix + key: float(value) for key, value in report.metrics().items()}
+    for part in ("landscape", "existence"):
+        section = getattr(report, part, None)
+        if section is None:
+            continue
+        verdict = getattr(section, "verdict", None)
+        summary[f"{prefix}{part}/verdict"] = getattr(verdict, "name", str(verdict))
+        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in getattr(section, "rules", ())]
+        if getattr(section, "explanation", None):
+            summary[f"{prefix}{part}/explanation"] = str(section.explanation)
+    return summary
