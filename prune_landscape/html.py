@@ -13,6 +13,11 @@ Example:
     ...          "train_accuracy": 0.9, "test_accuracy": 0.8, "layer_densities": {"fc1.weight": 1.0}}]
     >>> headline(rows)[0]
     'Final layer left sparse: no method.'
+
+The headline names, per sparsity and final-layer policy, what each method's mask did to the head (its
+mask verdict, worst first, with the head's kept share, smallest fan-in and measured price), and prints
+the architecture's baseline (the theorem axes of the same network with every weight kept) once. The
+"Mask verdicts, worst first" table ranks every row by level, then price.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "Column", "headline", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
+__all__ = ["COLUMNS", "LEVELS", "Column", "headline", "ranked", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
            "render_report", "to_html", "to_markdown", "write_atomic"]
 
 Row = Mapping[str, Any]
 _GOOD, _WARN, _BAD, _NEUTRAL = "good", "warn", "bad", "neutral"
+#: Mask verdict levels, best first (``mask_verdict_code`` is the index).
+LEVELS = ("SAFE", "CAUTION", "RISKY", "BROKEN")
+_LEVEL_CLASS = {"SAFE": _GOOD, "CAUTION": _NEUTRAL, "RISKY": _WARN, "BROKEN": _BAD}
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -67,6 +75,28 @@ def _existence_class(verdict: str) -> str:
     return _BAD if verdict == "OPTIMUM_MAY_NOT_EXIST" else _NEUTRAL
 
 
+def _level(row: Row) -> str:
+    return str(row.get("mask_verdict") or "—")
+
+
+def _code(row: Row) -> int:
+    return LEVELS.index(row["mask_verdict"]) if row.get("mask_verdict") in LEVELS else -1
+
+
+def _units(row: Row) -> str:
+    return "nats" if row.get("head_price_loss", "cross_entropy") == "cross_entropy" else str(row.get("head_price_loss"))
+
+
+def _price(row: Row) -> str:
+    """``+0.123 nats (5.3 %)``; ``0 (dense)`` for a dense head; ``—`` when not measured."""
+    price = row.get("head_price")
+    if price is None:
+        return "0 (dense)" if row.get("final_layer_dense") and row.get("connected", True) else "—"
+    relative = row.get("head_price_relative")
+    share = "" if relative is None else f" ({100 * relative:.1f} %)"
+    return f"+{price:.3g} {_units(row)}{share}"
+
+
 @dataclass(frozen=True)
 class Column:
     """One summary-table column: its header, how a row's cell reads, and its colour class."""
@@ -83,6 +113,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("sparsity", lambda r: _pct(r["sparsity"])),
     Column("final-layer policy", lambda r: str(r["final_layer_policy"])),
     Column("seed", lambda r: str(r["seed"])),
+    Column("mask verdict", _level, lambda r: _LEVEL_CLASS.get(_level(r), ""),
+           "what the mask alone did, against the same network with every weight kept: BROKEN > RISKY > CAUTION > SAFE"),
+    Column("head price", _price, hint="masked-head optimum minus dense-head optimum on the trained features "
+                                      "(ridge objective), and its share of the no-feature loss"),
     Column("kept weights", lambda r: _pct(r["density"], 2), hint="global density achieved"),
     Column("final layer", _final_layer_cell, _final_layer_class,
            "density of the classifier weight; DENSE = every output sees every effective last-hidden unit"),
@@ -129,8 +163,101 @@ def _join_densities(rows: Sequence[Row]) -> str:
     return "; ".join(text for _, text in sorted(parts))
 
 
+def _policy_words(policy: str) -> str:
+    if policy == "prune":
+        return "final layer pruned"
+    if policy == "dense":
+        return "final layer kept dense"
+    return f"final layer floored at {policy.split('=', 1)[-1]}"
+
+
+def _names(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _method_summary(rows: Sequence[Row]) -> tuple[int, float, Row, str]:
+    """(worst level code, mean price, the worst row, seeds note) over one method's seeds."""
+    worst = max(rows, key=lambda r: (_code(r), r.get("head_price") or 0.0))
+    prices = [float(r["head_price"]) for r in rows if r.get("head_price") is not None]
+    at_worst = sum(1 for r in rows if _code(r) == _code(worst))
+    note = f" in {at_worst} of {len(rows)} seeds" if at_worst < len(rows) else ""
+    return _code(worst), statistics.fmean(prices) if prices else 0.0, worst, note
+
+
+def _head_facts(row: Row, price: float) -> str:
+    width = row.get("baseline", {}).get("last_hidden_width") if isinstance(row.get("baseline"), Mapping) else None
+    of = f" of {width}" if width else ""
+    text = f"{_pct(row['final_layer_density'])} kept, min fan-in {row['fan_in_min']}{of}"
+    if row.get("head_price") is not None:
+        text += f", +{price:.2g} {_units(row)}"
+    return text
+
+
+def _broken_reason(row: Row) -> str:
+    rules = row.get("mask_verdict_rules") or []
+    if "NO-PATH" in rules or "COLLAPSED" in rules:
+        collapsed = ", ".join(n.removesuffix(".weight") for n in row.get("collapsed_layers") or [])
+        return "no input-output path" + (f", {collapsed} collapsed" if collapsed else "")
+    return "an output with no effective fan-in"
+
+
+def _mask_line(rows: Sequence[Row], sparsity: float, policy: str) -> str | None:
+    """'At 98 % sparsity, final layer pruned: snip leaves a RISKY sparse head (...); ...' or None."""
+    by_method: dict[str, list[Row]] = {}
+    for r in rows:
+        if r["method"] != "dense" and float(r["sparsity"]) == sparsity and r["final_layer_policy"] == policy and _code(r) >= 0:
+            by_method.setdefault(str(r["method"]), []).append(r)
+    if not by_method:
+        return None
+    summaries = sorted(((*_method_summary(group), method) for method, group in by_method.items()),
+                       key=lambda t: (-t[0], -t[1], t[4]))
+    parts = []
+    for code in (3, 2, 1, 0):
+        chosen = [(price, row, note, method) for c, price, row, note, method in summaries if c == code]
+        if not chosen:
+            continue
+        names = [f"{method}{note}" for _, _, note, method in chosen]
+        verb = "s" if len(chosen) == 1 else ""
+        if code == 3:
+            details = "; ".join(f"{m}: {_broken_reason(r)}" for _, r, _, m in chosen)
+            parts.append(f"{_names(names)} break{verb} the network ({details})")
+            continue
+        sparse = [(p, r, n, m) for p, r, n, m in chosen if not r["final_layer_dense"]]
+        dense = [(p, r, n, m) for p, r, n, m in chosen if r["final_layer_dense"]]
+        level = LEVELS[code]
+        if sparse:
+            verb_s = "s" if len(sparse) == 1 else ""
+            details = "; ".join(f"{m}: " + ", ".join(x for x in (_rules_note(r), _head_facts(r, p)) if x) for p, r, _, m in sparse)
+            label = {2: "a RISKY sparse head", 1: "a sparse head at CAUTION"}[code]
+            parts.append(f"{_names([f'{m}{n}' for _, _, n, m in sparse])} leave{verb_s} {label} ({details})")
+        if dense:
+            verb_d = "s" if len(dense) == 1 else ""
+            who = _names([f"{m}{n}" for _, _, n, m in dense])
+            if code == 0:
+                parts.append(f"{who} keep{verb_d} the head dense: SAFE")
+            else:
+                details = "; ".join(f"{m}: {r.get('mask_verdict_explanation', '')}" for _, r, _, m in dense)
+                parts.append(f"{who} keep{verb_d} the head dense but {level} ({details})")
+    return f"At {100 * sparsity:g} % sparsity, {_policy_words(policy)}: " + "; ".join(parts) + "."
+
+
+def _rules_note(row: Row) -> str:
+    rules = [r for r in row.get("mask_verdict_rules") or [] if r not in ("PRICE", "SPARSE-HEAD")]
+    return f"by {', '.join(rules)}" if rules else ""
+
+
+def _baseline_line(rows: Sequence[Row]) -> str | None:
+    texts = {r["baseline"]["text"] for r in rows if isinstance(r.get("baseline"), Mapping) and r["baseline"].get("text")}
+    if not texts:
+        return None
+    n = sorted({r.get("n") for r in rows if r.get("n") is not None})
+    count = f", n = {n[0]:,}" if len(n) == 1 else ""
+    return (f"Architecture baseline (the same network with every weight kept{count}): {'; '.join(sorted(texts))}. "
+            f"It holds for every row; the mask verdicts say what each mask added.")
+
+
 def headline(rows: Sequence[Row]) -> list[str]:
-    """The report's first lines: which methods leave a sparse final layer, which collapse, who is best.
+    """The report's first lines: the baseline once, then per sparsity what each method's mask did to the head.
 
     Example:
         >>> headline([])
@@ -138,10 +265,20 @@ def headline(rows: Sequence[Row]) -> list[str]:
     """
     if not rows:
         return ["No rows yet."]
+    lines = []
+    baseline = _baseline_line(rows)
+    if baseline:
+        lines.append(baseline)
+    policies = sorted({str(r["final_layer_policy"]) for r in rows if r["method"] != "dense"}, key=_policy_rank)
+    for sparsity in sorted({float(r["sparsity"]) for r in rows if r["method"] != "dense"}):
+        for policy in policies:
+            line = _mask_line(rows, sparsity, policy)
+            if line:
+                lines.append(line)
     pruned = [r for r in rows if r["method"] != "dense" and r["final_layer_policy"] == "prune"]
     sparse = [r for r in pruned if not r["final_layer_dense"]]
-    lines = [f"Final layer left sparse (density kept): {_join_densities(sparse)}." if sparse
-             else "Final layer left sparse: no method."]
+    lines.append(f"Final layer left sparse (density kept): {_join_densities(sparse)}." if sparse
+                 else "Final layer left sparse: no method.")
     kept = [m for m in _methods(pruned) if m not in {r["method"] for r in sparse}]
     if kept:
         lines.append(f"Final layer kept dense without being told to: {', '.join(kept)}.")
@@ -159,13 +296,57 @@ def headline(rows: Sequence[Row]) -> list[str]:
     if pairs:
         lines.append("Keeping the final layer dense changes test accuracy by "
                      + ", ".join(f"{gap:+.1f} pp at {100 * s:g} %" for s, gap in pairs) + " (mean over methods and seeds).")
-    verdicts: dict[str, int] = {}
-    for r in rows:
-        verdicts[str(r["landscape"])] = verdicts.get(str(r["landscape"]), 0) + 1
     contexts = {r.get("context", "") for r in rows}
     if len(contexts) > 1:
         lines.append(f"These rows come from {len(contexts)} different configurations (their 'context' in report.json).")
-    lines.append("Landscape verdicts: " + ", ".join(f"{v} x{c}" for v, c in sorted(verdicts.items())) + ".")
+    levels: dict[str, int] = {}
+    for r in rows:
+        if _code(r) >= 0:
+            levels[_level(r)] = levels.get(_level(r), 0) + 1
+    if levels:
+        lines.append("Mask verdicts: " + ", ".join(f"{v} x{levels[v]}" for v in reversed(LEVELS) if v in levels) + ".")
+    verdicts: dict[str, int] = {}
+    for r in rows:
+        verdicts[str(r["landscape"])] = verdicts.get(str(r["landscape"]), 0) + 1
+    shared = sum(1 for r in rows if isinstance(r.get("baseline"), Mapping) and r["landscape"] == r["baseline"].get("landscape")
+                 and list(r.get("landscape_rules") or []) == list(r["baseline"].get("landscape_rules") or []))
+    suffix = f" ({shared} of {len(rows)} the same as the architecture's baseline)" if baseline else ""
+    lines.append("Landscape verdicts (theorem axis): " + ", ".join(f"{v} x{c}" for v, c in sorted(verdicts.items()))
+                 + suffix + ".")
+    return lines
+
+
+def ranked(rows: Sequence[Row]) -> list[Row]:
+    """Rows worst first: mask verdict level, then head price, then method, sparsity, policy, seed."""
+    return sorted(rows, key=lambda r: (-_code(r), -(r.get("head_price") or 0.0), str(r["method"]), float(r["sparsity"]),
+                                       _policy_rank(str(r["final_layer_policy"])), int(r["seed"])))
+
+
+#: The worst-first table: (header, cell text).
+_RANKED: tuple[tuple[str, Callable[[Row], str]], ...] = (
+    ("mask verdict", _level),
+    ("method", lambda r: str(r["method"])),
+    ("sparsity", lambda r: _pct(r["sparsity"])),
+    ("final-layer policy", lambda r: str(r["final_layer_policy"])),
+    ("seed", lambda r: str(r["seed"])),
+    ("head price", _price),
+    ("test acc", lambda r: _pct(r.get("test_accuracy"))),
+    ("decided by", lambda r: ", ".join(r.get("mask_verdict_rules") or []) or "—"),
+    ("what the mask did", lambda r: str(r.get("mask_verdict_explanation") or "—")),
+)
+
+
+def _remedy_lines(rows: Sequence[Row]) -> list[str]:
+    """One entry per row with a remedy (worst first): its text and the setting for every pipeline."""
+    lines = []
+    for r in ranked(rows):
+        remedy = r.get("remedy")
+        if not isinstance(remedy, Mapping) or not remedy.get("text"):
+            continue
+        lines.append(f"- {r['method']} {_pct(r['sparsity'])} ({r['final_layer_policy']}, seed {r['seed']}, {_level(r)}): "
+                     f"{remedy['text']}")
+        for pipeline, setting in (remedy.get("settings") or {}).items():
+            lines.append(f"  - {pipeline}: `{setting}`")
     return lines
 
 
@@ -331,12 +512,19 @@ def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | No
         lines.append(f"- {key}: {value}")
     lines += ["", "| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.text(r).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
+    if any(_code(r) >= 0 for r in rows):
+        lines += ["", "## Mask verdicts, worst first", "", "| " + " | ".join(h for h, _ in _RANKED) + " |",
+                  "|" + "---|" * len(_RANKED)]
+        lines += ["| " + " | ".join(text(r).replace("|", "/") for _, text in _RANKED) + " |" for r in ranked(rows)]
     keys, body = _probe_table(rows)
     if keys:
         lines += ["", "## Probes", "", "| method | sparsity | final-layer policy | seed | " + " | ".join(keys) + " |",
                   "|" + "---|" * (4 + len(keys))]
         lines += [f"| {r['method']} | {_pct(r['sparsity'])} | {r['final_layer_policy']} | {r['seed']} | " + " | ".join(cells) + " |"
                   for r, cells in zip(rows, body)]
+    remedies = _remedy_lines(rows)
+    if remedies:
+        lines += ["", "## Remedies (same budget, every pipeline)", "", *remedies]
     lines += ["", "## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in _PLOTS] + [""]
     return "\n".join(lines)
 
@@ -390,6 +578,17 @@ def to_html(rows: Sequence[Row], *, title: str, plots: Mapping[str, Path], direc
         "<div class='plots'>" + "".join(f"<img alt='{n}' src='{_image(p)}'>" for n, p in plots.items()) + "</div>",
         f"<h2>Summary ({len(rows)} rows)</h2><div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>",
     ]
+    if any(_code(r) >= 0 for r in rows):
+        parts.append("<h2>Mask verdicts, worst first</h2><div class='scroll'><table><thead><tr>"
+                     + "".join(f"<th>{escape(h)}</th>" for h, _ in _RANKED) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td class='{_LEVEL_CLASS.get(_level(r), '') if h == 'mask verdict' else ''}'>"
+                                                f"{escape(text(r))}</td>" for h, text in _RANKED) + "</tr>"
+                               for r in ranked(rows)) + "</tbody></table></div>")
+    remedies = _remedy_lines(rows)
+    if remedies:
+        parts.append("<h2>Remedies (same budget, every pipeline)</h2><ul>"
+                     + "".join(f"<li{' style=margin-left:24px' if line.startswith('  ') else ''}>"
+                               f"{escape(line.strip().removeprefix('- '))}</li>" for line in remedies) + "</ul>")
     keys, cells = _probe_table(rows)
     if keys:
         parts.append("<h2>Probe scalars</h2><div class='scroll'><table><thead><tr><th>method</th><th>sparsity</th><th>final-layer policy</th><th>seed</th>"

@@ -138,7 +138,7 @@ def test_markdown_numbers_equal_json(report):
     directory, _ = report
     document = json.loads((directory / "report.json").read_text())
     lines = (directory / "report.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| method | sparsity | final-layer policy | seed | kept"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("| method | sparsity | final-layer policy | seed | mask verdict"))
     table = []
     for line in lines[start:]:
         if not line.startswith("|"):
