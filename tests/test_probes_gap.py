@@ -209,3 +209,16 @@ def test_ridge_must_be_finite_and_non_negative():
     for bad in (-1e-3, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="ridge must be a finite number >= 0"):
             final_layer_gap(net, data, ridge=bad)
+
+
+def test_newton_and_lbfgs_reach_the_same_ridge_optimum(monkeypatch):
+    import prune_landscape.probes.final_layer_gap as gap_module
+
+    net, masks = pruned_mlp(widths=(5, 16, 4), density=0.6, seed=7)
+    data = _separable(net, masks)
+    newton = final_layer_gap(net, data)
+    monkeypatch.setattr(gap_module, "_NEWTON_MAX_WEIGHTS", 0)  # every head "large": L-BFGS
+    lbfgs = final_layer_gap(net, data, max_iter=2000)
+    assert newton.converged and lbfgs.converged
+    assert newton.masked_optimum == pytest.approx(lbfgs.masked_optimum, rel=1e-7)
+    assert newton.dense_optimum == pytest.approx(lbfgs.dense_optimum, rel=1e-7)
