@@ -153,6 +153,8 @@ def _head_price(model: nn.Module, data: DataLike | None, masks: MaskSet | None, 
         return None, "no data"
     if structure.final_layer_dense:
         return None, "dense head: the price is 0 by definition"
+    if not structure.connected:
+        return None, "no input-output path: the features carry nothing to price"
     from prune_landscape.probes.final_layer_gap import final_layer_gap  # lazy: the rules need no probes
 
     try:

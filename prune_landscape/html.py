@@ -94,7 +94,7 @@ def _price(row: Row) -> str:
         return "0 (dense)" if row.get("final_layer_dense") and row.get("connected", True) else "—"
     relative = row.get("head_price_relative")
     share = "" if relative is None else f" ({100 * relative:.1f} %)"
-    return f"+{price:.3g} {_units(row)}{share}"
+    return f"+{price:.3f} {_units(row)}{share}"
 
 
 @dataclass(frozen=True)
@@ -185,11 +185,11 @@ def _method_summary(rows: Sequence[Row]) -> tuple[int, float, Row, str]:
 
 
 def _head_facts(row: Row, price: float) -> str:
-    width = row.get("baseline", {}).get("last_hidden_width") if isinstance(row.get("baseline"), Mapping) else None
+    width = row.get("last_hidden_width")
     of = f" of {width}" if width else ""
     text = f"{_pct(row['final_layer_density'])} kept, min fan-in {row['fan_in_min']}{of}"
     if row.get("head_price") is not None:
-        text += f", +{price:.2g} {_units(row)}"
+        text += f", price +{price:.3f} {_units(row)}"
     return text
 
 
@@ -242,7 +242,7 @@ def _mask_line(rows: Sequence[Row], sparsity: float, policy: str) -> str | None:
 
 
 def _rules_note(row: Row) -> str:
-    rules = [r for r in row.get("mask_verdict_rules") or [] if r not in ("PRICE", "SPARSE-HEAD")]
+    rules = [r for r in row.get("mask_verdict_rules") or [] if r not in ("PRICE", "SPARSE-HEAD", "NARROWED")]
     return f"by {', '.join(rules)}" if rules else ""
 
 
