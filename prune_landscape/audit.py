@@ -151,7 +151,7 @@ def _head_price(model: nn.Module, data: DataLike | None, masks: MaskSet | None, 
     """The final-layer gap (ridge objective) on the data, or None and why not."""
     if data is None:
         return None, "no data"
-    if structure.final_layer_dense:
+    if structure.final.kept == structure.final.total:
         return None, "dense head: the price is 0 by definition"
     if not structure.connected:
         return None, "no input-output path: the features carry nothing to price"

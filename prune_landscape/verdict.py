@@ -227,18 +227,18 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
     if s.last_hidden_width < baseline.last_hidden_width and s.connected:
         reasons.append(Reason("NARROWED", MaskLevel.CAUTION,
                               f"{s.last_hidden_width} of {baseline.last_hidden_width} units entering the head are effective"))
-    if not s.final_layer_dense:
-        head = (f"sparse head: {100 * s.final_layer_density:.1f} % kept, per-output fan-in min/median/max "
-                f"{s.fan_in_min}/{s.fan_in_median:g}/{s.fan_in_max} of {s.last_hidden_width} effective units")
-        if price is not None:
-            relative = float(price.relative_price)
-            if math.isfinite(relative) and relative >= RISKY_PRICE:
-                reasons.append(Reason("PRICE", MaskLevel.RISKY, f"{head}; {_price_text(price)} >= {100 * RISKY_PRICE:g} %"))
-            else:
-                reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION,
-                                      f"{head}; {_price_text(price)} < {100 * RISKY_PRICE:g} %"))
-        else:
-            reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION, f"{head}; price not measured ({price_note or 'no data'})"))
+    head = (f"{'sparse' if not s.final_layer_dense else 'cut'} head: {100 * s.final_layer_density:.1f} % kept, "
+            f"per-output fan-in min/median/max {s.fan_in_min}/{s.fan_in_median:g}/{s.fan_in_max} of "
+            f"{s.last_hidden_width} effective units")
+    relative = float(price.relative_price) if price is not None else math.nan
+    if math.isfinite(relative) and relative >= RISKY_PRICE:
+        # Priced whenever the head's weight has pruned entries, also when the cut columns left units dead
+        # (then the head is dense over the effective units, yet a dense head would use those features).
+        reasons.append(Reason("PRICE", MaskLevel.RISKY, f"{head}; {_price_text(price)} >= {100 * RISKY_PRICE:g} %"))
+    elif not s.final_layer_dense:
+        measured = f"{_price_text(price)} < {100 * RISKY_PRICE:g} %" if price is not None else \
+            f"price not measured ({price_note or 'no data'})"
+        reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION, f"{head}; {measured}"))
     if not reasons:
         reasons.append(Reason("DENSE-HEAD", MaskLevel.SAFE,
                               f"dense head: every output sees all {s.last_hidden_width} effective last-hidden units; "
