@@ -181,3 +181,23 @@ def test_audit_remedy_never_exceeds_the_budget():
     assert not remedy.feasible and remedy.min_density == 0.666 and remedy.extra_weights == 12
     assert math.ceil(remedy.min_density * 24) + remedy.body_minimum <= 22 == report.structure.num_kept  # 16 + 6
     assert report.metrics()["remedy/feasible"] == 0.0
+
+
+def test_sweep_rows_carry_the_verdict_price_baseline_and_remedy():
+    from prune_landscape.sweep import Cell, SweepPlan, audit_cell
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    data = (x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+    plan = SweepPlan(methods=("random",), sparsities=(0.4,), final_layers=("prune", "dense"), epochs=1)
+    factory = lambda: models.mlp([6, 16, 3])  # noqa: E731
+    pruned = audit_cell(Cell("random", 0.4, "prune", 0), plan, factory, data)
+    dense = audit_cell(Cell("random", 0.4, "dense", 0), plan, factory, data)
+    for row in (pruned, dense):
+        assert row["mask_verdict"] == row["audit"]["mask_verdict"]["level"]
+        assert row["mask_verdict_rules"] == row["audit"]["mask_verdict"]["rules"]
+        assert row["baseline"]["text"] == row["audit"]["baseline"]["text"]
+        assert row["metrics"]["mask_verdict/code"] == row["mask_verdict_code"]
+    assert pruned["head_price"] == pytest.approx(pruned["audit"]["head_price"]["sparsity_price"])
+    assert pruned["remedy"]["feasible"] and pruned["remedy"]["extra_weights"] == 48 - round(48 * pruned["final_layer_density"])
+    assert dense["head_price"] is None and dense["remedy"] is None
