@@ -118,7 +118,7 @@ def audit(
     baseline = _baseline(model, data, example_input, n_samples, float(weight_decay))
     price, price_note = _head_price(model, data, mask_set, structure, n_samples)
     mask_verdict = judge_mask(structure, landscape, existence, baseline, price=price, price_note=price_note,
-                              weight_decay=float(weight_decay))
+                              weight_decay=float(weight_decay), data_given=data is not None)
     remedy = None if structure.final_layer_dense else _remedy(model, structure, pipeline)
     results: dict[str, Any] = {}
     for name, probe in resolved.items():

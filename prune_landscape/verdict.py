@@ -10,11 +10,14 @@ Levels, worst first (an ``IntEnum``: sort and filter by it; higher is worse):
 
 - ``BROKEN``: ``NO-PATH`` (no input reaches any output), ``COLLAPSED`` (a layer with no alive unit), or
   ``DEAD-OUTPUT`` (an output with no effective fan-in: it can only learn a constant).
-- ``RISKY``: a landscape rule fires RISKY for this mask but not for the dense network (``LIN-3``,
-  ``LIN-4``, ``NL-3``, or ``NL-4`` when the mask made a wide network narrow); ``EXISTENCE`` (a
-  non-closedness certificate decides OPTIMUM_MAY_NOT_EXIST and there is no weight decay); or ``PRICE``
-  (the head's measured price is material: ``relative_price >= RISKY_PRICE``).
-- ``CAUTION``: ``SPARSE-HEAD`` (a sparse final layer, no rule fires, its fan-ins and price stated);
+- ``RISKY``: ``PRICE`` (the head's measured price is material: ``relative_price >= RISKY_PRICE``);
+  a landscape rule that fires RISKY for this mask but not for the dense network (``LIN-3``, ``LIN-4``,
+  ``NL-3``, or ``NL-4`` when the mask made a wide network narrow) when no measurement contradicts it
+  (no data); or ``EXISTENCE`` (a non-closedness certificate decides OPTIMUM_MAY_NOT_EXIST and there is
+  no weight decay).
+- ``CAUTION``: such a landscape rule when the measured head price is below ``RISKY_PRICE`` (the rule is
+  a class-level possibility; on the calibration runs those rows trained as well as their dense-head
+  twins); ``SPARSE-HEAD`` (a sparse final layer, no rule fires, its fan-ins and price stated);
   ``NARROWED`` (the mask left fewer effective units entering the head than the dense network has);
   ``BENIGN-LOST`` (the dense network has a benign landscape theorem and this mask loses it);
   ``EXISTENCE-WD`` (a non-closedness certificate that only weight decay neutralises).
@@ -184,7 +187,7 @@ def _price_text(price: Any) -> str:
 
 
 def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, baseline: Baseline, *,
-               price: Any = None, price_note: str = "", weight_decay: float = 0.0) -> MaskVerdict:
+               price: Any = None, price_note: str = "", weight_decay: float = 0.0, data_given: bool = False) -> MaskVerdict:
     """Grade the mask: BROKEN / RISKY / CAUTION / SAFE, each reason naming its rule and numbers.
 
     Args:
@@ -194,6 +197,7 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         price: the final-layer gap result (``sparsity_price``, ``relative_price``, ``loss``), or None.
         price_note: why ``price`` is None.
         weight_decay: the training's weight decay (decides whether a non-closedness certificate is RISKY).
+        data_given: the audit had data, so a head whose weight is dense has a measured price of 0.
     """
     s = structure
     reasons: list[Reason] = []
@@ -207,10 +211,23 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         reasons.append(Reason("DEAD-OUTPUT", MaskLevel.BROKEN,
                               f"{dead} of {len(s.fan_in)} outputs have no effective fan-in (they can only be constant)"))
 
+    # The head's measured price: the probe's value, 0 for a head whose weight is dense, unknown without data.
+    measured = None
+    if price is not None and math.isfinite(float(price.relative_price)):
+        measured = float(price.relative_price)
+    elif data_given and s.final.kept == s.final.total:
+        measured = 0.0
     base_risky = _risky_rules(baseline.landscape)
     for rule, explanation in _risky_rules(landscape).items():
         if rule not in base_risky and rule in landscape.rules:
-            reasons.append(Reason(rule, MaskLevel.RISKY, f"{rule} fires for this mask, not for the dense network: {explanation}"))
+            text = f"{rule} fires for this mask, not for the dense network: {explanation}"
+            if measured is not None and measured < RISKY_PRICE:
+                # A class-level possibility that this mask's measurement does not confirm: on the calibration
+                # runs such rows trained as well as their dense-head twins (README, "Calibration").
+                reasons.append(Reason(rule, MaskLevel.CAUTION, f"{text}; not confirmed by the measured head price "
+                                                               f"({100 * measured:.1f} % < {100 * RISKY_PRICE:g} %)"))
+            else:
+                reasons.append(Reason(rule, MaskLevel.RISKY, text))
     if landscape.verdict is not Landscape.RISKY and baseline.landscape.verdict.benign and not landscape.verdict.benign:
         reasons.append(Reason("BENIGN-LOST", MaskLevel.CAUTION,
                               f"the dense network is {baseline.landscape.verdict.name} by {', '.join(baseline.landscape.rules)}; "

@@ -201,3 +201,22 @@ def test_sweep_rows_carry_the_verdict_price_baseline_and_remedy():
     assert pruned["head_price"] == pytest.approx(pruned["audit"]["head_price"]["sparsity_price"])
     assert pruned["remedy"]["feasible"] and pruned["remedy"]["extra_weights"] == 48 - round(48 * pruned["final_layer_density"])
     assert dense["head_price"] is None and dense["remedy"] is None
+
+
+def test_a_theorem_flag_that_the_measured_price_does_not_confirm_is_caution():
+    """Output 0 keeps 3 of 8 features for n = 4 samples (NL-3 fires), but its targets use only those 3."""
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [-1.0, 0.5]])
+    head = torch.ones(2, 8, dtype=torch.bool)
+    head[0, 3:] = False
+    net = _net([2, 8, 2])
+    with torch.no_grad():
+        features = torch.relu(net.fc1(x))
+    y = torch.stack([features[:, :3] @ torch.tensor([1.0, -2.0, 0.5]), features @ torch.linspace(-1, 1, 8)], 1)
+    report = audit(net, (x, y), masks=MaskSet({"fc2.weight": head}))
+    verdict = report.mask_verdict
+    assert "NL-3" in report.landscape.rules and verdict.relative_price < RISKY_PRICE
+    assert verdict.level is MaskLevel.CAUTION and "NL-3" in verdict.rules
+    assert "not confirmed by the measured head price" in verdict.explanation
+    # Without data nothing is measured: the class-level flag stays RISKY.
+    unmeasured = audit(net, n_samples=4, masks=MaskSet({"fc2.weight": head})).mask_verdict
+    assert unmeasured.price is None and unmeasured.level is MaskLevel.RISKY and unmeasured.rules == ("NL-3",)
