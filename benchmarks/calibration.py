@@ -100,7 +100,8 @@ def pairs(rows: list[dict[str, Any]], classification: bool) -> list[dict[str, An
 def table(name: str, paired: list[dict[str, Any]], dense_rows: list[dict[str, Any]], classification: bool) -> list[str]:
     test_label = "test-acc gap (pp)" if classification else "test-loss gap"
     lines = [f"**{name}** ({len(paired)} pruned-head rows, each against its dense-head twin)", "",
-             f"| mask verdict | rows | train-loss gap, mean [95 % CI] | {test_label}, mean [95 % CI] |", "|---|---|---|---|"]
+             f"| mask verdict | rows | decided by | train-loss gap, mean [95 % CI] | {test_label}, mean [95 % CI] |",
+             "|---|---|---|---|---|"]
     for level in LEVELS:
         chosen = [p for p in paired if p["level"] == level]
         if not chosen:
@@ -109,9 +110,14 @@ def table(name: str, paired: list[dict[str, Any]], dense_rows: list[dict[str, An
         for key in ("train_loss_gap", "test_gap"):
             mean, low, high = mean_ci([p[key] for p in chosen])
             cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else f"{mean:+.3f}")
-        lines.append(f"| {level} | {len(chosen)} | {cells[0]} | {cells[1]} |")
+        counts: dict[str, int] = {}
+        for p in chosen:
+            for rule in p["rules"]:
+                counts[rule] = counts.get(rule, 0) + 1
+        decided = ", ".join(f"{rule} {count}" for rule, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {level} | {len(chosen)} | {decided} | {cells[0]} | {cells[1]} |")
     twin_levels = {level: sum(1 for r in dense_rows if r["mask_verdict"] == level) for level in LEVELS}
-    lines.append(f"| dense-head twins | {len(dense_rows)} | 0 by definition | 0 by definition |")
+    lines.append(f"| dense-head twins | {len(dense_rows)} | | 0 by definition | 0 by definition |")
     lines.append("")
     lines.append("Dense-head twins by level: " + ", ".join(f"{k} {v}" for k, v in twin_levels.items() if v) + ".")
     priced = [p for p in paired if p["price"] is not None and p["level"] != "BROKEN"]
