@@ -241,9 +241,6 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
             reasons.append(Reason("EXISTENCE-WD", MaskLevel.CAUTION,
                                   f"non-closed ({existence.certificate}); only the weight decay keeps an optimum"))
 
-    if s.last_hidden_width < baseline.last_hidden_width and s.connected:
-        reasons.append(Reason("NARROWED", MaskLevel.CAUTION,
-                              f"{s.last_hidden_width} of {baseline.last_hidden_width} units entering the head are effective"))
     head = (f"{'sparse' if not s.final_layer_dense else 'cut'} head: {100 * s.final_layer_density:.1f} % kept, "
             f"per-output fan-in min/median/max {s.fan_in_min}/{s.fan_in_median:g}/{s.fan_in_max} of "
             f"{s.last_hidden_width} effective units")
@@ -256,6 +253,9 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         measured = f"{_price_text(price)} < {100 * RISKY_PRICE:g} %" if price is not None else \
             f"price not measured ({price_note or 'no data'})"
         reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION, f"{head}; {measured}"))
+    if s.last_hidden_width < baseline.last_hidden_width and s.connected:
+        reasons.append(Reason("NARROWED", MaskLevel.CAUTION,
+                              f"{s.last_hidden_width} of {baseline.last_hidden_width} units entering the head are effective"))
     if not reasons:
         reasons.append(Reason("DENSE-HEAD", MaskLevel.SAFE,
                               f"dense head: every output sees all {s.last_hidden_width} effective last-hidden units; "
