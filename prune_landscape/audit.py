@@ -119,7 +119,9 @@ def audit(
     price, price_note = _head_price(model, data, mask_set, structure, n_samples)
     mask_verdict = judge_mask(structure, landscape, existence, baseline, price=price, price_note=price_note,
                               weight_decay=float(weight_decay), data_given=data is not None)
-    remedy = None if structure.final_layer_dense else _remedy(model, structure, pipeline)
+    # No remedy for a head that is dense already, by structure or by weight (e.g. dense but on no path).
+    head_whole = structure.final_layer_dense or structure.final.kept == structure.final.total
+    remedy = None if head_whole else _remedy(model, structure, pipeline)
     results: dict[str, Any] = {}
     for name, probe in resolved.items():
         # The price already is the final-layer-gap probe on these masks: never solve it twice.

@@ -220,3 +220,10 @@ def test_a_theorem_flag_that_the_measured_price_does_not_confirm_is_caution():
     # Without data nothing is measured: the class-level flag stays RISKY.
     unmeasured = audit(net, n_samples=4, masks=MaskSet({"fc2.weight": head})).mask_verdict
     assert unmeasured.price is None and unmeasured.level is MaskLevel.RISKY and unmeasured.rules == ("NL-3",)
+
+
+def test_no_remedy_for_a_whole_head_on_a_broken_body():
+    masks = MaskSet({"fc1.weight": torch.zeros(6, 4, dtype=torch.bool)})  # no path; fc2 kept whole
+    report = audit(_net([4, 6, 3]), n_samples=10, masks=masks)
+    assert not report.structure.final_layer_dense and report.remedy is None
+    assert report.mask_verdict.level is MaskLevel.BROKEN
