@@ -94,7 +94,7 @@ def _price(row: Row) -> str:
         return "0 (dense)" if row.get("final_layer_dense") and row.get("connected", True) else "—"
     relative = row.get("head_price_relative")
     share = "" if relative is None else f" ({100 * relative:.1f} %)"
-    return f"+{price:.3f} {_units(row)}{share}"
+    return f"+{max(price, 0.0):.3f} {_units(row)}{share}"  # solver noise can dip a zero price below 0
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def _head_facts(row: Row, price: float) -> str:
     of = f" of {width}" if width else ""
     text = f"{_pct(row['final_layer_density'])} kept, min fan-in {row['fan_in_min']}{of}"
     if row.get("head_price") is not None:
-        text += f", price +{price:.3f} {_units(row)}"
+        text += f", price +{max(price, 0.0):.3f} {_units(row)}"
     return text
 
 

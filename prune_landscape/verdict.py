@@ -183,7 +183,7 @@ def _price_text(price: Any) -> str:
     units = "nats" if price.loss == "cross_entropy" else f"{price.loss} units"
     relative = price.relative_price
     share = f" ({100 * relative:.1f} % of the no-feature loss {price.null_loss:.3g})" if math.isfinite(relative) else ""
-    return f"price +{price.sparsity_price:.3g} {units}{share}"
+    return f"price +{max(price.sparsity_price, 0.0):.3g} {units}{share}"  # solver noise can dip a zero price below 0
 
 
 def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, baseline: Baseline, *,
