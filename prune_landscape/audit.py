@@ -162,8 +162,8 @@ def _head_price(model: nn.Module, data: DataLike | None, masks: MaskSet | None, 
     try:
         return final_layer_gap(model, data, masks=masks, final_layer=structure.final_layer,
                                max_samples=n_samples or 20_000), ""
-    except ValueError as error:  # e.g. a convolutional classifier, or targets that do not match the outputs
-        return None, str(error)
+    except (ValueError, RuntimeError) as error:  # e.g. a conv classifier, targets that do not fit the outputs
+        return None, f"{type(error).__name__}: {error}"  # the price never stops the audit; the note says why
 
 
 def _remedy(model: nn.Module, structure: Structure, pipeline: str):

@@ -227,3 +227,11 @@ def test_no_remedy_for_a_whole_head_on_a_broken_body():
     report = audit(_net([4, 6, 3]), n_samples=10, masks=masks)
     assert not report.structure.final_layer_dense and report.remedy is None
     assert report.mask_verdict.level is MaskLevel.BROKEN
+
+
+def test_a_price_that_cannot_be_measured_is_a_note_not_a_crash():
+    head = torch.eye(3, 6, dtype=torch.bool) | torch.eye(3, 6, dtype=torch.bool).roll(1, 1)
+    data = (torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64))  # 2 targets, 3 outputs
+    verdict = audit(_net([4, 6, 3]), data, masks=MaskSet({"fc2.weight": head})).mask_verdict
+    assert verdict.price is None and "targets have 2 columns, expected 3" in verdict.price_note
+    assert "price not measured (ValueError: targets have 2 columns" in verdict.explanation

@@ -319,8 +319,10 @@ def final_layer_gap(
     handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().reshape(args[0].shape[0], -1)))
     try:
         with probing(model), torch.no_grad():
+            dtype = next(iter(kept.values.values())).dtype
             for x, y in batches:
-                functional_call(model, kept.values, (x,))
+                # Inputs in another float dtype than the model (float64 data, float32 net) are cast to it.
+                functional_call(model, kept.values, (x.to(dtype) if x.is_floating_point() else x,))
                 targets.append(y.detach())
     finally:
         handle.remove()
