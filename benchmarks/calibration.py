@@ -15,7 +15,7 @@ Two settings, both methods x sparsities x {prune, dense} x seeds:
   NL-3 for a sparse head that leaves an output with fan-in < n), Adam lr 0.01, 200 epochs, full batch.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py [--seeds 3] [--quick] [--out DIR]
-(about 10 minutes on 2 cores; --quick: one seed, one sparsity, for a smoke run). Prints the Markdown
+(5.4 minutes on 2 busy cores; --quick: one seed, one sparsity per setting, 0.3 minutes). Prints the Markdown
 tables the README quotes and writes ``calibration.json`` (every row) to ``--out``.
 """
 
