@@ -235,3 +235,15 @@ def test_a_price_that_cannot_be_measured_is_a_note_not_a_crash():
     verdict = audit(_net([4, 6, 3]), data, masks=MaskSet({"fc2.weight": head})).mask_verdict
     assert verdict.price is None and "targets have 2 columns, expected 3" in verdict.price_note
     assert "price not measured (ValueError: targets have 2 columns" in verdict.explanation
+
+
+def test_single_report_markdown_has_the_verdict_the_remedies_and_the_baseline_marks():
+    head = torch.ones(3, 12, dtype=torch.bool)
+    head[:, 6:] = torch.eye(3, 6, dtype=torch.bool)
+    report = audit(_net([4, 12, 3]), n_samples=50, masks=MaskSet({"fc2.weight": head}))
+    text = report.to_markdown()
+    assert f"## Mask verdict: {report.mask_verdict.level.name}" in text
+    assert "- **SPARSE-HEAD** (CAUTION): sparse head: 58.3 % kept" in text
+    assert "## Landscape: RISKY (the architecture's baseline: not the mask's doing)" in text  # NL-4 both ways
+    assert "## Remedy" in text and all(f"- {name}: `" in text for name in ("prune_landscape", "lightning", "torch"))
+    assert text.splitlines()[2] == f"- mask verdict: {report.mask_verdict.summary}"
