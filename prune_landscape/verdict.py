@@ -250,9 +250,9 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         # (then the head is dense over the effective units, yet a dense head would use those features).
         reasons.append(Reason("PRICE", MaskLevel.RISKY, f"{head}; {_price_text(price)} >= {100 * RISKY_PRICE:g} %"))
     elif not s.final_layer_dense:
-        measured = f"{_price_text(price)} < {100 * RISKY_PRICE:g} %" if price is not None else \
+        price_words = f"{_price_text(price)} < {100 * RISKY_PRICE:g} %" if price is not None else \
             f"price not measured ({price_note or 'no data'})"
-        reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION, f"{head}; {measured}"))
+        reasons.append(Reason("SPARSE-HEAD", MaskLevel.CAUTION, f"{head}; {price_words}"))
     if s.last_hidden_width < baseline.last_hidden_width and s.connected:
         reasons.append(Reason("NARROWED", MaskLevel.CAUTION,
                               f"{s.last_hidden_width} of {baseline.last_hidden_width} units entering the head are effective"))
