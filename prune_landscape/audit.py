@@ -1,7 +1,9 @@
 """audit(): read where the zeros landed and what the theorems say about it.
 
 One call: structure (final layer, fan-ins, dead units) -> facts -> the rules of THEORY.md -> two verdicts
--> the remedy and its exact cost -> optional empirical probes -> a frozen :class:`AuditReport`.
+-> the same for the architecture with an all-ones mask (the baseline) -> the head's price on the data ->
+the mask verdict (BROKEN / RISKY / CAUTION / SAFE) -> the remedy for every pipeline with its exact cost ->
+optional empirical probes -> a frozen :class:`AuditReport`.
 
 Example:
     >>> import torch
@@ -12,6 +14,10 @@ Example:
     >>> report = audit(net, n_samples=5, masks=masks)
     >>> report.landscape.verdict.name, report.landscape.rules, report.remedy.extra_weights
     ('RISKY', ('NL-4',), 15)
+    >>> # Kept whole, the 6 hidden units are as many as n = 5 samples: NL-1, no spurious valley. The mask
+    >>> # leaves 3 effective units, below n: NL-4 fires for the mask, not for the architecture.
+    >>> report.baseline.landscape.rules, report.mask_verdict.level.name, report.mask_verdict.rules
+    (('NL-1',), 'RISKY', ('NL-4',))
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, require_data
 from prune_landscape.masks import MaskSet
-from prune_landscape.report import AuditReport, Remedy
-from prune_landscape.structure import analyze_structure
+from prune_landscape.remedy import PIPELINES, plan_remedy
+from prune_landscape.report import AuditReport
+from prune_landscape.structure import Structure, analyze_structure
 from prune_landscape.theory.classify import classify, evaluate
 from prune_landscape.theory.facts import collect_facts
+from prune_landscape.verdict import Baseline, judge_mask
 
 __all__ = ["audit"]
 
@@ -61,6 +69,7 @@ def audit(
     probes: Iterable[str | Callable] = (),
     masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
     example_input: torch.Tensor | None = None,
+    pipeline: str = "prune_landscape",
 ) -> AuditReport:
     """Audit a pruned network: final layer, dead units, landscape and existence verdicts, remedy, probes.
 
@@ -76,18 +85,22 @@ def audit(
             see the model as it is (apply the masks first) and need ``data``.
         masks: the masks to audit; default ``MaskSet.from_module(model)``.
         example_input: one input batch; needed when the first prunable layer is a conv and no data is given.
+        pipeline: whose setting the remedy shows first: ``"prune_landscape"``, ``"lightning"``
+            (``ModelPruning``) or ``"torch"`` (``torch.nn.utils.prune``); all three are in the report.
 
     Returns:
         A frozen :class:`~prune_landscape.report.AuditReport`.
 
     Raises:
-        ValueError: for a non-positive ``n_samples``, a negative ``weight_decay``, an unknown probe, or probes
-            without data; all before any work.
+        ValueError: for a non-positive ``n_samples``, a negative ``weight_decay``, an unknown probe, probes
+            without data, or an unknown ``pipeline``; all before any work.
     """
     if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1):
         raise ValueError(f"n_samples must be a positive int or None, got {n_samples!r}")
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     resolved = _resolve_probes(tuple(probes))
     if resolved:
         require_data(data, f"the probes {sorted(resolved)}")
@@ -102,11 +115,61 @@ def audit(
                           weight_decay=float(weight_decay), example_input=example_input)
     findings = evaluate(facts)
     landscape, existence, info = classify(findings, facts)
-    final = structure.final
-    remedy = None
-    if not structure.final_layer_dense:
-        extra = final.total - final.kept
-        remedy = Remedy(layer=final.module, extra_weights=extra, fraction_of_budget=extra / max(1, structure.num_kept))
-    results: dict[str, Any] = {name: probe(model, data) for name, probe in resolved.items()}
+    baseline = _baseline(model, data, example_input, n_samples, float(weight_decay))
+    price, price_note = _head_price(model, data, mask_set, structure, n_samples)
+    mask_verdict = judge_mask(structure, landscape, existence, baseline, price=price, price_note=price_note,
+                              weight_decay=float(weight_decay), data_given=data is not None)
+    # No remedy for a head that is dense already, by structure or by weight (e.g. dense but on no path).
+    head_whole = structure.final_layer_dense or structure.final.kept == structure.final.total
+    remedy = None if head_whole else _remedy(model, structure, pipeline)
+    results: dict[str, Any] = {}
+    for name, probe in resolved.items():
+        # The price already is the final-layer-gap probe on these masks: never solve it twice.
+        reuse = name == "final_layer_gap" and price is not None and probe is _registered("final_layer_gap")
+        results[name] = price if reuse else probe(model, data)
     return AuditReport(structure=structure, facts=facts, landscape=landscape, existence=existence, info=info,
-                       remedy=remedy, probes=results)
+                       remedy=remedy, probes=results, baseline=baseline, mask_verdict=mask_verdict)
+
+
+def _registered(name: str) -> Callable | None:
+    from prune_landscape.probes import PROBES
+
+    return PROBES.get(name)
+
+
+def _baseline(model: nn.Module, data: DataLike | None, example_input: torch.Tensor | None, n_samples: int | None,
+              weight_decay: float) -> Baseline:
+    """The two theorem axes for the same architecture with every prunable weight kept (same data, same n)."""
+    dense = MaskSet.dense(model)
+    structure = analyze_structure(model, example_input, dense)
+    facts = collect_facts(model, data, structure=structure, masks=dense, n_samples=n_samples,
+                          weight_decay=weight_decay, example_input=example_input)
+    landscape, existence, _ = classify(evaluate(facts), facts)
+    return Baseline(landscape=landscape, existence=existence, last_hidden_width=structure.last_hidden_width, n=facts.n)
+
+
+def _head_price(model: nn.Module, data: DataLike | None, masks: MaskSet | None, structure: Structure,
+                n_samples: int | None) -> tuple[Any, str]:
+    """The final-layer gap (ridge objective) on the data, or None and why not."""
+    if data is None:
+        return None, "no data"
+    if structure.final.kept == structure.final.total:
+        return None, "dense head: the price is 0 by definition"
+    if not structure.connected:
+        return None, "no input-output path: the features carry nothing to price"
+    from prune_landscape.probes.final_layer_gap import final_layer_gap  # lazy: the rules need no probes
+
+    try:
+        return final_layer_gap(model, data, masks=masks, final_layer=structure.final_layer,
+                               max_samples=n_samples or 20_000), ""
+    except (ValueError, RuntimeError) as error:  # e.g. a conv classifier, targets that do not fit the outputs
+        return None, f"{type(error).__name__}: {error}"  # the price never stops the audit; the note says why
+
+
+def _remedy(model: nn.Module, structure: Structure, pipeline: str):
+    """The dense-head remedy for every pipeline, with its exact cost and within the budget."""
+    final = structure.final
+    body = tuple((layer.module, type(model.get_submodule(layer.module)).__name__, layer.units)
+                 for layer in structure.layers[:-1])
+    return plan_remedy(final_module=final.module, final_total=final.total, final_kept=final.kept,
+                       kept=structure.num_kept, total=structure.num_total, body=body, pipeline=pipeline)

@@ -13,6 +13,9 @@ Example:
     ...          "train_accuracy": 0.9, "test_accuracy": 0.8, "layer_densities": {"fc1.weight": 1.0}}]
     >>> headline(rows)[0]
     'Final layer left sparse: no method.'
+
+The words (headline, worst-first ranking, remedies) come from :mod:`prune_landscape.headline`; this
+module lays them out with the summary table, the "Mask verdicts, worst first" table and the plots.
 """
 
 from __future__ import annotations
@@ -30,15 +33,26 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "Column", "headline", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
+from prune_landscape.headline import (
+    _RANKED,
+    LEVELS,
+    Row,
+    _code,
+    _level,
+    _methods,
+    _pct,
+    _policy_rank,
+    _price,
+    _remedy_lines,
+    headline,
+    ranked,
+)
+
+__all__ = ["COLUMNS", "LEVELS", "Column", "headline", "ranked", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
            "render_report", "to_html", "to_markdown", "write_atomic"]
 
-Row = Mapping[str, Any]
 _GOOD, _WARN, _BAD, _NEUTRAL = "good", "warn", "bad", "neutral"
-
-
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{100 * value:.{digits}f} %"
+_LEVEL_CLASS = {"SAFE": _GOOD, "CAUTION": _NEUTRAL, "RISKY": _WARN, "BROKEN": _BAD}
 
 
 def _final_layer_state(row: Row) -> str:
@@ -83,6 +97,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("sparsity", lambda r: _pct(r["sparsity"])),
     Column("final-layer policy", lambda r: str(r["final_layer_policy"])),
     Column("seed", lambda r: str(r["seed"])),
+    Column("mask verdict", _level, lambda r: _LEVEL_CLASS.get(_level(r), ""),
+           "what the mask alone did, against the same network with every weight kept: BROKEN > RISKY > CAUTION > SAFE"),
+    Column("head price", _price, hint="masked-head optimum minus dense-head optimum on the trained features "
+                                      "(ridge objective), and its share of the no-feature loss"),
     Column("kept weights", lambda r: _pct(r["density"], 2), hint="global density achieved"),
     Column("final layer", _final_layer_cell, _final_layer_class,
            "density of the classifier weight; DENSE = every output sees every effective last-hidden unit"),
@@ -103,81 +121,6 @@ def _ordered(rows: Sequence[Row]) -> list[Row]:
     # The dense reference first, then by method name, sparsity, policy and seed: tables read as a grid.
     return sorted(rows, key=lambda r: (r["method"] != "dense", str(r["method"]), float(r["sparsity"]),
                                        _policy_rank(str(r["final_layer_policy"])), int(r["seed"])))
-
-
-def _policy_rank(policy: str) -> tuple[int, str]:
-    return (0 if policy == "prune" else 2 if policy == "dense" else 1, policy)
-
-
-def _methods(rows: Sequence[Row]) -> list[str]:
-    return sorted({str(r["method"]) for r in rows if r["method"] != "dense"})
-
-
-def _join_levels(rows: Sequence[Row]) -> str:
-    return ", ".join(f"{m} ({', '.join(f'{100 * s:g} %' for s in sorted({float(r['sparsity']) for r in rows if r['method'] == m}))})"
-                     for m in _methods(rows))
-
-
-def _join_densities(rows: Sequence[Row]) -> str:
-    """``method (final layer 18.8 % dense at 90 %, ...)``, the sparsest final layer first."""
-    parts = []
-    for method in _methods(rows):
-        chosen = sorted((float(r["sparsity"]), float(r["final_layer_density"])) for r in rows if r["method"] == method)
-        levels = {s: statistics.fmean(d for t, d in chosen if t == s) for s, _ in chosen}
-        text = ", ".join(f"{100 * d:.1f} % at {100 * s:g} %" for s, d in levels.items())
-        parts.append((min(levels.values()), f"{method} ({text})"))
-    return "; ".join(text for _, text in sorted(parts))
-
-
-def headline(rows: Sequence[Row]) -> list[str]:
-    """The report's first lines: which methods leave a sparse final layer, which collapse, who is best.
-
-    Example:
-        >>> headline([])
-        ['No rows yet.']
-    """
-    if not rows:
-        return ["No rows yet."]
-    pruned = [r for r in rows if r["method"] != "dense" and r["final_layer_policy"] == "prune"]
-    sparse = [r for r in pruned if not r["final_layer_dense"]]
-    lines = [f"Final layer left sparse (density kept): {_join_densities(sparse)}." if sparse
-             else "Final layer left sparse: no method."]
-    kept = [m for m in _methods(pruned) if m not in {r["method"] for r in sparse}]
-    if kept:
-        lines.append(f"Final layer kept dense without being told to: {', '.join(kept)}.")
-    collapsed = [r for r in rows if r["collapsed_layers"]]
-    lines.append(f"Collapsed (a layer with no alive unit): {_join_levels(collapsed)}." if collapsed
-                 else "No method collapsed a layer.")
-    for sparsity in sorted({float(r["sparsity"]) for r in rows if r["method"] != "dense"}):
-        scored = [r for r in rows if float(r["sparsity"]) == sparsity and r.get("test_accuracy") is not None
-                  and r["method"] != "dense"]
-        if scored:
-            best = max(scored, key=lambda r: r["test_accuracy"])
-            lines.append(f"Best test accuracy at {100 * sparsity:g} % sparsity: {best['method']} "
-                         f"(final layer {best['final_layer_policy']}), {_pct(best['test_accuracy'])}.")
-    pairs = _policy_gaps(rows)
-    if pairs:
-        lines.append("Keeping the final layer dense changes test accuracy by "
-                     + ", ".join(f"{gap:+.1f} pp at {100 * s:g} %" for s, gap in pairs) + " (mean over methods and seeds).")
-    verdicts: dict[str, int] = {}
-    for r in rows:
-        verdicts[str(r["landscape"])] = verdicts.get(str(r["landscape"]), 0) + 1
-    contexts = {r.get("context", "") for r in rows}
-    if len(contexts) > 1:
-        lines.append(f"These rows come from {len(contexts)} different configurations (their 'context' in report.json).")
-    lines.append("Landscape verdicts: " + ", ".join(f"{v} x{c}" for v, c in sorted(verdicts.items())) + ".")
-    return lines
-
-
-def _policy_gaps(rows: Sequence[Row]) -> list[tuple[float, float]]:
-    """(sparsity, mean test-accuracy gain in points of 'dense' over 'prune'), paired by method and seed."""
-    table = {(r["method"], float(r["sparsity"]), r["seed"], r["final_layer_policy"]): r.get("test_accuracy") for r in rows}
-    gaps: dict[float, list[float]] = {}
-    for (method, sparsity, seed, policy), accuracy in table.items():
-        other = table.get((method, sparsity, seed, "prune"))
-        if policy == "dense" and method != "dense" and accuracy is not None and other is not None:
-            gaps.setdefault(sparsity, []).append(100 * (accuracy - other))
-    return [(s, statistics.fmean(g)) for s, g in sorted(gaps.items())]
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -331,12 +274,19 @@ def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | No
         lines.append(f"- {key}: {value}")
     lines += ["", "| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.text(r).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
+    if any(_code(r) >= 0 for r in rows):
+        lines += ["", "## Mask verdicts, worst first", "", "| " + " | ".join(h for h, _ in _RANKED) + " |",
+                  "|" + "---|" * len(_RANKED)]
+        lines += ["| " + " | ".join(text(r).replace("|", "/") for _, text in _RANKED) + " |" for r in ranked(rows)]
     keys, body = _probe_table(rows)
     if keys:
         lines += ["", "## Probes", "", "| method | sparsity | final-layer policy | seed | " + " | ".join(keys) + " |",
                   "|" + "---|" * (4 + len(keys))]
         lines += [f"| {r['method']} | {_pct(r['sparsity'])} | {r['final_layer_policy']} | {r['seed']} | " + " | ".join(cells) + " |"
                   for r, cells in zip(rows, body)]
+    remedies = _remedy_lines(rows)
+    if remedies:
+        lines += ["", "## Remedies (same budget, every pipeline)", "", *remedies]
     lines += ["", "## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in _PLOTS] + [""]
     return "\n".join(lines)
 
@@ -390,6 +340,17 @@ def to_html(rows: Sequence[Row], *, title: str, plots: Mapping[str, Path], direc
         "<div class='plots'>" + "".join(f"<img alt='{n}' src='{_image(p)}'>" for n, p in plots.items()) + "</div>",
         f"<h2>Summary ({len(rows)} rows)</h2><div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>",
     ]
+    if any(_code(r) >= 0 for r in rows):
+        parts.append("<h2>Mask verdicts, worst first</h2><div class='scroll'><table><thead><tr>"
+                     + "".join(f"<th>{escape(h)}</th>" for h, _ in _RANKED) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td class='{_LEVEL_CLASS.get(_level(r), '') if h == 'mask verdict' else ''}'>"
+                                                f"{escape(text(r))}</td>" for h, text in _RANKED) + "</tr>"
+                               for r in ranked(rows)) + "</tbody></table></div>")
+    remedies = _remedy_lines(rows)
+    if remedies:
+        parts.append("<h2>Remedies (same budget, every pipeline)</h2><ul>"
+                     + "".join(f"<li{' style=margin-left:24px' if line.startswith('  ') else ''}>"
+                               f"{escape(line.strip().removeprefix('- '))}</li>" for line in remedies) + "</ul>")
     keys, cells = _probe_table(rows)
     if keys:
         parts.append("<h2>Probe scalars</h2><div class='scroll'><table><thead><tr><th>method</th><th>sparsity</th><th>final-layer policy</th><th>seed</th>"

@@ -1,15 +1,22 @@
 """AuditReport: the audit's result as frozen data, with JSON, Markdown, console and logger views.
 
-The headline comes first: final layer DENSE or SPARSE with its per-output fan-in against n, the landscape
-verdict with its rule, the existence verdict, dead units, collapsed layers, and the remedy with its exact
-cost in weights. I/O lives in :func:`save_report`, never on the frozen type.
+The headline comes first: the mask verdict (BROKEN / RISKY / CAUTION / SAFE, attributable to the mask
+alone, with the rule or measurement that decided it), final layer DENSE or SPARSE with its per-output
+fan-in against n, the landscape verdict with its rule, the existence verdict, dead units, collapsed
+layers, the remedy with its exact cost in weights, and the architecture's baseline (the same network with
+every weight kept). I/O lives in :func:`save_report`, never on the frozen type.
 
 Stable ``to_dict()`` keys (``SCHEMA_VERSION`` 1): ``final_layer.{name, dense, density, kept, total,
 fan_in.{min, median, max}, fan_in_per_output, last_hidden_units, last_hidden_width}``,
 ``landscape.{verdict, code, rules, provenance, explanation, findings}``, ``existence.{verdict, code, rules,
 provenance, explanation, certificate, findings}``, ``info``, ``remedy`` (null when the final layer is
 dense), ``dead_units`` (layer -> count), ``dead_units_total``, ``collapsed_layers``, ``layers``, ``density``,
-``kept``, ``total``, ``n``, ``scope``, ``facts``, ``notes``, ``probes``, ``schema_version``.
+``kept``, ``total``, ``n``, ``scope``, ``facts``, ``notes``, ``probes``, ``schema_version``; added in the
+same schema: ``mask_verdict.{level, code, rules, price, relative_price, explanation, summary, reasons}``,
+``baseline.{landscape, existence, last_hidden_width, n, text}``, ``remedy.{pipeline, setting, settings,
+extra_weights, fraction_of_budget, feasible, min_density}``, ``head_price`` (the final-layer gap behind the
+price, or null) and ``headline`` (the lines every view shows). Mask levels (``mask_verdict.code`` and the
+``mask_verdict/code`` metric): 0 SAFE, 1 CAUTION, 2 RISKY, 3 BROKEN.
 Verdict codes (``code`` and the ``*/verdict_code`` metrics) are the Enum values: landscape 0
 NO_SPURIOUS_LOCAL_MIN, 1 NO_SPURIOUS_VALLEY, 2 NO_SUBOPTIMAL_BASIN, 3 RISKY, 4 UNKNOWN; existence 0
 OPTIMUM_EXISTS, 1 OPTIMUM_EXISTS_WITH_WEIGHT_DECAY, 2 OPTIMUM_MAY_NOT_EXIST, 3 UNKNOWN.
@@ -18,8 +25,8 @@ Example:
     >>> from prune_landscape import models
     >>> from prune_landscape.audit import audit
     >>> report = audit(models.mlp([4, 8, 1], activation="linear"), n_samples=16)
-    >>> report.landscape.verdict.name, report.metrics()["final_layer/dense"]
-    ('NO_SPURIOUS_LOCAL_MIN', 1.0)
+    >>> report.landscape.verdict.name, report.metrics()["final_layer/dense"], report.mask_verdict.level.name
+    ('NO_SPURIOUS_LOCAL_MIN', 1.0, 'SAFE')
 """
 
 from __future__ import annotations
@@ -31,46 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prune_landscape.remedy import Remedy
 from prune_landscape.structure import Structure
 from prune_landscape.theory.classify import Verdict
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Finding
+from prune_landscape.verdict import Baseline, MaskVerdict
 
-__all__ = ["SCHEMA_VERSION", "AuditReport", "Remedy", "save_report"]
+__all__ = ["SCHEMA_VERSION", "AuditReport", "Remedy", "save_report"]  # Remedy re-exported from remedy.py
 
 SCHEMA_VERSION = 1
 
 RELATIVE_SIGNAL = (
     "NL-4 fires for every real classifier (n is far above any last-hidden width), dense final layer or not. "
     "The useful signal is relative: sparse vs dense final layer, the minimum per-output fan-in before and "
-    "after pruning, dead units, collapsed layers, and non-closedness certificates."
+    "after pruning, dead units, collapsed layers, and non-closedness certificates. The mask verdict reads "
+    "exactly that against the same network with every weight kept (the baseline)."
 )
-
-
-@dataclass(frozen=True)
-class Remedy:
-    """Keep the final layer dense, paying for it with weights taken from the other layers.
-
-    Attributes:
-        layer: the final layer's module name (``"fc"``).
-        extra_weights: weights the final layer would gain (its total minus its kept weights).
-        fraction_of_budget: ``extra_weights`` over the kept prunable weights.
-        config: the one setting that applies it.
-    """
-
-    layer: str
-    extra_weights: int
-    fraction_of_budget: float
-    config: str = 'prune_landscape.pruning.prune(..., final_layer="dense")'
-
-    @property
-    def text(self) -> str:
-        return (f"keep `{self.layer}` dense: +{self.extra_weights:,} weights, {100 * self.fraction_of_budget:.1f} % "
-                f"of the kept budget, taken from the other layers")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "extra_weights": self.extra_weights, "fraction_of_budget": self.fraction_of_budget,
-                "config": self.config, "text": self.text}
 
 
 def _verdict_line(label: str, verdict: Verdict) -> str:
@@ -89,6 +73,9 @@ class AuditReport:
         info: informational findings (NL-5).
         remedy: the dense-final-layer remedy, or None when the final layer is dense.
         probes: probe name -> result (each with ``to_dict()``, ``scalars()``, ``figure()``).
+        baseline: the theorem axes of the same architecture with every weight kept (None when the report
+            was built without one).
+        mask_verdict: the graded verdict on the mask alone (None when built without a baseline).
     """
 
     structure: Structure
@@ -98,6 +85,8 @@ class AuditReport:
     info: tuple[Finding, ...] = ()
     remedy: Remedy | None = None
     probes: Mapping[str, Any] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    mask_verdict: MaskVerdict | None = None
 
     # -- views ------------------------------------------------------------------------------------------
     @property
@@ -122,26 +111,38 @@ class AuditReport:
         return tuple(notes)
 
     def headline(self) -> list[str]:
-        """The lines the user sees first."""
+        """The lines the user sees first (the same lines in ``str()``, ``to_markdown()`` and ``to_dict()``)."""
         s = self.structure
         n = "n unknown" if self.n is None else f"n = {self.n:,}"
         dense = "DENSE" if s.final_layer_dense else "SPARSE"
         dead = ", ".join(f"{name}: {count}" for name, count in s.dead_units.items() if count) or "none"
-        lines = [
+        lines = []
+        if self.mask_verdict is not None:
+            lines.append(f"mask verdict: {self.mask_verdict.summary}")
+        lines += [
             f"final layer {s.final_layer}: {dense} (density {s.final_layer_density:.3f}), per-output fan-in "
             f"min/median/max {s.fan_in_min}/{s.fan_in_median:g}/{s.fan_in_max} vs {n} "
             f"({s.last_hidden_width} effective last-hidden units of {s.last_hidden_units})",
-            _verdict_line("landscape", self.landscape),
-            _verdict_line("existence", self.existence),
+            _verdict_line("landscape", self.landscape) + self._as_baseline(self.landscape, "landscape"),
+            _verdict_line("existence", self.existence) + self._as_baseline(self.existence, "existence"),
             f"dead units: {s.total_dead_units} ({dead}); collapsed layers: {', '.join(s.collapsed_layers) or 'none'}",
         ]
         if self.existence.certificate is not None:
             lines.append(f"non-closedness: {self.existence.certificate} (weight decay restores existence)")
         if self.remedy is not None:
-            lines.append(f"remedy: {self.remedy.text}; one setting away: {self.remedy.config}")
+            lines.append(f"remedy: {self.remedy.text}; one setting away: {self.remedy.setting}")
         else:
             lines.append("remedy: none needed, the final layer is dense")
+        if self.baseline is not None:
+            lines.append(f"architecture baseline (same network, every weight kept, {n}): {self.baseline.text}")
         return lines
+
+    def _as_baseline(self, verdict: Verdict, axis: str) -> str:
+        if self.baseline is None:
+            return ""
+        base = getattr(self.baseline, axis)
+        same = base.verdict == verdict.verdict and base.rules == verdict.rules
+        return " (the architecture's baseline: not the mask's doing)" if same else ""
 
     def table(self) -> str:
         """The per-layer table."""
@@ -190,6 +191,11 @@ class AuditReport:
             "facts": self.facts.to_dict(),
             "notes": list(self.notes),
             "probes": {name: _probe_dict(result) for name, result in self.probes.items()},
+            "mask_verdict": None if self.mask_verdict is None else self.mask_verdict.to_dict(),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
+            "head_price": None if self.mask_verdict is None or self.mask_verdict.price is None
+            else _probe_dict(self.mask_verdict.price),
+            "headline": self.headline(),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -201,7 +207,7 @@ class AuditReport:
         if self.notes:
             lines += ["## Notes", "", *[f"- {note}" for note in self.notes], ""]
         for title, verdict in (("Landscape", self.landscape), ("Existence", self.existence)):
-            lines += [f"## {title}: {verdict.verdict.name}", ""]
+            lines += [f"## {title}: {verdict.verdict.name}{self._as_baseline(verdict, title.lower())}", ""]
             for finding in verdict.findings:
                 mark = "**" if finding.rule in verdict.rules else ""
                 lines.append(f"- {mark}{finding.rule}{mark} [{finding.provenance.value}] -> "
@@ -210,6 +216,15 @@ class AuditReport:
                 facts = ", ".join(f"{k} = {v}" for k, v in finding.facts if v is not None)
                 lines.append(f"  - facts: {facts}")
             lines.append("")
+        if self.mask_verdict is not None:
+            lines += [f"## Mask verdict: {self.mask_verdict.level.name}", ""]
+            lines += [f"- {'**' if r.level == self.mask_verdict.level else ''}{r.rule}"
+                      f"{'**' if r.level == self.mask_verdict.level else ''} ({r.level.name}): {r.text}"
+                      for r in self.mask_verdict.reasons]
+            lines.append("")
+        if self.remedy is not None:
+            lines += ["## Remedy", "", f"- {self.remedy.text}", *[f"- {name}: `{setting}`" for name, setting
+                                                                in self.remedy.settings.items()], ""]
         if self.info:
             lines += ["## Information", "", *[f"- {f}" for f in self.info], ""]
         lines += ["## Layers", "", "```", self.table(), "```", ""]
@@ -238,6 +253,16 @@ class AuditReport:
             "remedy/extra_weights": float(self.remedy.extra_weights if self.remedy else 0),
             "remedy/fraction_of_budget": float(self.remedy.fraction_of_budget if self.remedy else 0.0),
         }
+        if self.mask_verdict is not None:
+            out["mask_verdict/code"] = float(int(self.mask_verdict.level))
+            for key, value in (("price", self.mask_verdict.price_value), ("relative_price", self.mask_verdict.relative_price)):
+                if value is not None and math.isfinite(value):
+                    out[f"mask_verdict/{key}"] = float(value)
+        if self.baseline is not None:
+            out["baseline/landscape_code"] = float(self.baseline.landscape.verdict.value)
+            out["baseline/existence_code"] = float(self.baseline.existence.verdict.value)
+        if self.remedy is not None:
+            out["remedy/feasible"] = float(self.remedy.feasible)
         if self.n is not None:
             out["n"] = float(self.n)
             out["final_layer/fan_in_min_over_n"] = s.fan_in_min / self.n

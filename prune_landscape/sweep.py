@@ -381,6 +381,7 @@ def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], tr
         "landscape_rules": [getattr(rule, "id", str(rule)) for rule in getattr(report.landscape, "rules", ())],
         "existence": report.existence.verdict.name,
         "existence_rules": [getattr(rule, "id", str(rule)) for rule in getattr(report.existence, "rules", ())],
+        **_verdict_fields(report),
         "train_loss": train_loss,
         "train_accuracy": train_accuracy,
         "test_loss": test_loss,
@@ -395,6 +396,26 @@ def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], tr
         "context": context,
     }
     return _jsonable(row)
+
+
+def _verdict_fields(report: Any) -> dict[str, Any]:
+    """The mask verdict, head price, baseline and remedy as flat row fields (what the report pages read)."""
+    verdict, baseline, remedy = report.mask_verdict, report.baseline, report.remedy
+    return {
+        "mask_verdict": verdict.level.name,
+        "mask_verdict_code": int(verdict.level),
+        "mask_verdict_rules": list(verdict.rules),
+        "mask_verdict_explanation": verdict.explanation,
+        "mask_verdict_summary": verdict.summary,
+        "head_price": verdict.price_value,
+        "head_price_relative": verdict.relative_price,
+        "head_price_loss": None if verdict.price is None else verdict.price.loss,
+        "last_hidden_units": report.structure.last_hidden_units,
+        "baseline": {"landscape": baseline.landscape.verdict.name, "landscape_rules": list(baseline.landscape.rules),
+                     "existence": baseline.existence.verdict.name, "existence_rules": list(baseline.existence.rules),
+                     "last_hidden_width": baseline.last_hidden_width, "text": baseline.text},
+        "remedy": None if remedy is None else remedy.to_dict(),
+    }
 
 
 def run_sweep(plan: SweepPlan, factory: Callable[[], nn.Module], train_data: DataLike, test_data: DataLike | None = None,

@@ -102,11 +102,18 @@ def test_headline_comes_first_and_names_rule_provenance_and_facts():
     masks = MaskSet({"fc2.weight": torch.eye(4, 6, dtype=torch.bool)})
     report = audit(net, n_samples=5, masks=masks)
     lines = str(report).splitlines()
-    assert lines[0].startswith("final layer fc2.weight: SPARSE") and "vs n = 5" in lines[0]
-    assert lines[1].startswith("landscape: RISKY by NL-4 [RECALLED]")
-    assert lines[2].startswith("existence: UNKNOWN")
-    assert lines[3].startswith("dead units: 2")  # hidden units 4 and 5 reach no output
-    assert lines[4].startswith("remedy: keep `fc2` dense: +20 weights")
+    # 6 hidden units >= n = 5 kept whole (NL-1); the eye mask leaves 4 effective units < n: NL-4 is the mask's.
+    assert lines[0].startswith("mask verdict: RISKY by NL-4 - NL-4 fires for this mask, not for the dense network")
+    assert lines[1].startswith("final layer fc2.weight: SPARSE") and "vs n = 5" in lines[1]
+    assert lines[2].startswith("landscape: RISKY by NL-4 [RECALLED]") and "baseline" not in lines[2]
+    assert lines[3].startswith("existence: UNKNOWN")
+    assert lines[4].startswith("dead units: 2")  # hidden units 4 and 5 reach no output
+    # Budget 18 + 4 = 22 of 42: a dense fc2 (24) does not fit. fc1 needs >= 6 (one per unit), so the
+    # floor is floor(1000 * 16 / 24) / 1000 = 0.666 -> ceil(0.666 * 24) = 16 weights: +12.
+    assert lines[5].startswith("remedy: a dense `fc2` does not fit the budget (the other layers need at least 6 "
+                               "weights); floor it at min_density=0.666: +12 weights, 54.5 % of the kept budget")
+    assert lines[6].startswith("architecture baseline (same network, every weight kept, n = 5): landscape "
+                               "UNKNOWN by NL-1")  # NL-1 needs the data to check distinct inputs
     finding = report.landscape.deciding[0]
     assert finding.facts_dict["n"] == 5 and finding.facts_dict["activation"] == "relu"
     assert finding.facts_dict["fan_in_min"] == 1 and finding.facts_dict["widths"] == (3, 6, 4)
