@@ -71,7 +71,7 @@ def log_wandb_extras(
 def summary_entries(report: Any, prefix: str) -> dict[str, Any]:
     """The run-summary entries: the final scalars, the verdicts and the rules behind them."""
     summary: dict[str, Any] = {prefix + key: float(value) for key, value in report.metrics().items()}
-    for part in ("landscape", "existence"):
+    for part in ("mask_verdict", "landscape", "existence"):
         section = getattr(report, part, None)
         if section is None:
             continue
@@ -80,4 +80,7 @@ def summary_entries(report: Any, prefix: str) -> dict[str, Any]:
         summary[f"{prefix}{part}/rules"] = [str(rule) for rule in getattr(section, "rules", ())]
         if getattr(section, "explanation", None):
             summary[f"{prefix}{part}/explanation"] = str(section.explanation)
+    headline = getattr(report, "headline", None)
+    if callable(headline):
+        summary[prefix + "headline"] = "\n".join(headline())
     return summary
