@@ -155,9 +155,10 @@ def test_offline_wandb_run_holds_everything_promised_in_both_namespaces(tmp_path
     assert summary["audit/final_layer/density"] == pytest.approx(15 / 24)
     assert summary["audit/dead_units"] == 3
     report = audit.last_report
-    for part in ("landscape", "existence"):
+    for part in ("mask_verdict", "landscape", "existence"):
         assert summary[f"audit/{part}/verdict"] == getattr(report, part).verdict.name
         assert summary[f"audit/{part}/rules"] == [str(rule) for rule in getattr(report, part).rules]
+    assert summary["audit/headline"] == "\n".join(report.headline())
     assert summary["audit/network"]["name"] == "net" and summary["audit/network"]["rule"] == "single child"
 
     # The mask artifact: type "mask", one safetensors file whose MD5 is that of the file in the run's own
