@@ -206,7 +206,9 @@ def _check_data(cfg: DictConfig) -> None:
     name = data.get("name")
     if name not in DATASET_OPTIONS:
         raise ConfigError("data.name", f"one of {list(DATASET_OPTIONS)}", name)
-    _unknown_keys("data", data, (*_LOADER_KEYS, *DATASET_OPTIONS[name]))
+    # the image keys of the shared data configs are dropped when null (dataset_options does the same)
+    given = {k: v for k, v in data.items() if not (v is None and k in ("max_samples", "image_size", "channels"))}
+    _unknown_keys("data", given, sorted({*_LOADER_KEYS, *DATASET_OPTIONS[name]}))
     batch_size = data.get("batch_size", 128)
     if not (_is_int(batch_size) and batch_size >= 1):
         raise ConfigError("data.batch_size", "a positive int", batch_size)
