@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load on first use (see __getattr__): `prune-landscape --help` needs no torch
@@ -90,3 +92,15 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Keeps ``prune_landscape.audit`` the function: importing the submodule of the same name would rebind it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "audit" and isinstance(value, types.ModuleType) and hasattr(value, "audit"):
+            value = value.audit  # the import system sets the parent's attribute after the submodule has run
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
