@@ -6,7 +6,7 @@ directory, so a mistake costs well under a second and leaves no folder behind. T
 built-in ones (methods and their options, probes, data sets, models, losses, optimizers); a test keeps them
 equal to the live registries.
 
-Adapter module: it reads omegaconf configs; the core never imports it.
+Adapter module: it reads omegaconf configs (imported lazily); the core never imports it.
 
 Example:
     >>> from omegaconf import OmegaConf
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+if TYPE_CHECKING:  # omegaconf loads when a config is checked: importing the package never pulls it in
+    from omegaconf import DictConfig
 
 __all__ = ["ConfigError", "DATASET_OPTIONS", "METHOD_OPTIONS", "MODEL_OPTIONS", "PROBE_NAMES", "check_config"]
 
@@ -75,6 +75,9 @@ class ConfigError(ValueError):
 
 def _section(cfg: DictConfig, key: str, *, resolve: bool = True) -> Any:
     """``cfg.<key>`` as plain data (None when absent); ``???`` becomes a one-line error naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
     if node is None:
         return None
