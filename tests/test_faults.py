@@ -278,3 +278,201 @@ def test_maskset_load_rejects_bad_files_with_the_path(tmp_path):
     partial = MaskSet.load(tmp_path / "partial.safetensors", net, strict=False)
     assert list(partial) == ["fc1.weight"]
     assert MaskSet.load(MaskSet(good).save(tmp_path / "ok.safetensors"), net) == MaskSet(good)
+
+
+# -------------------------------------------------------------------------------------- CLI faults
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from prune_landscape.cli import CONF_DIR, UsageError, _train_app, _wandb_offline_if_unreachable, run_audit  # noqa: E402
+
+SCRIPT = Path(sys.executable).parent / "prune-landscape"
+TINY = ["audit.methods=[magnitude]", "audit.sparsities=[0.9]", "data.max_samples=120", "data.batch_size=40",
+        "model.widths=[64,32,10]", "fit.epochs=1", "audit.progress=false", "torch_threads=1"]
+
+
+class FakeWandbLogger:
+    """Records what the audit sends to a W&B logger (the name is what the CLI recognises)."""
+
+    calls: list[tuple[str, object]] = []
+
+    def __init__(self, **_: object):
+        FakeWandbLogger.calls = []
+        self.experiment = type("Run", (), {"summary": {}})()
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append(("log_metrics", dict(metrics)))
+
+    def log_table(self, key, columns, data):
+        self.calls.append(("log_table", (key, len(columns), len(data))))
+
+    def log_image(self, key, images, caption=None):
+        self.calls.append(("log_image", (key, len(images))))
+
+    def save(self):
+        self.calls.append(("save", None))
+
+    def finalize(self, status):
+        self.calls.append(("finalize", status))
+
+
+class ExplodingLogger:
+    """A logger whose every call fails (a lost connection, a full disk)."""
+
+    def __init__(self, **_: object):
+        pass
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise ConnectionError(f"{name}: server gone")
+
+        return fail
+
+
+@pytest.fixture
+def hydra_conf():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def _audit_cfg(directory, *overrides):
+    return compose("audit", overrides=[f"output_dir={directory}", *TINY, *overrides])
+
+
+def test_cli_mistakes_are_reported_in_one_line_fast_and_leave_no_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HYDRA_FULL_ERROR": "0"}
+    for mistake, message in [("fit.optimizer=adamm", "fit.optimizer: expected one of ['adam', 'sgd'], got 'adamm'"),
+                             ("fit.loss=hinge", "fit.loss: expected one of ['cross_entropy', 'mse'], got 'hinge'"),
+                             ("data.batch_size=0", "data.batch_size: expected a positive int, got 0"),
+                             ("+audit.method_options.ntk_sap.iteration=3", "audit.method_options.ntk_sap: expected option names"),
+                             ("probes.names=[hesian]", "probes.names: expected names from"),
+                             ("audit.sparsities=[0.9,1.0]", "audit.sparsities: expected numbers in [0, 1), got 1.0")]:
+        run_dir = tmp_path / "runs" / "one"
+        started = time.perf_counter()
+        result = subprocess.run([str(SCRIPT), "audit", "experiment=demo", f"hydra.run.dir={run_dir}", mistake],
+                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        elapsed = time.perf_counter() - started
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr  # one line: key, expected, given
+        assert lines[0].startswith(f"prune-landscape audit: error: {message}"), lines[0]
+        assert not (tmp_path / "runs").exists() and elapsed < 3.0, (mistake, elapsed)
+
+
+def test_a_failing_logger_never_ends_the_audit_and_the_report_is_written(tmp_path, hydra_conf):
+    with pytest.warns(RuntimeWarning, match="ExplodingLogger failed .*server gone"):
+        run_audit(_audit_cfg(tmp_path, "+logger.bad._target_=test_faults.ExplodingLogger"))
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert len(document["rows"]) == 2 and document["interrupted"] is False
+
+
+def test_wandb_gets_one_table_and_the_plots_not_one_chart_per_number(tmp_path, hydra_conf):
+    run_audit(_audit_cfg(tmp_path, "+logger.wb._target_=test_faults.FakeWandbLogger"))
+    kinds = [kind for kind, _ in FakeWandbLogger.calls]
+    assert "log_metrics" not in kinds  # no one-point charts
+    tables = [detail for kind, detail in FakeWandbLogger.calls if kind == "log_table"]
+    assert tables == [("audit/summary", 13, 2), ("audit/rows", 18, 2)]
+    assert [detail[0] for kind, detail in FakeWandbLogger.calls if kind == "log_image"] == ["audit/plots"]
+    assert kinds[-1] == "finalize"
+
+
+def test_a_diverged_row_with_the_hessian_probe_is_in_the_report_and_the_audit_finishes(tmp_path, hydra_conf):
+    with pytest.warns(RuntimeWarning, match="probe 'hessian' failed"):
+        run_audit(_audit_cfg(tmp_path, "fit.lr=1e30", "probes.names=[hessian]"))
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert len(document["rows"]) == 2 and "diverged" in document["meta"]["failed probes"]
+    assert "failed probes" in (tmp_path / "report.md").read_text()
+
+
+def test_an_exception_mid_sweep_leaves_an_interrupted_report(tmp_path, hydra_conf, monkeypatch):
+    from prune_landscape import sweep
+
+    real = sweep.audit_cell
+    calls = []
+
+    def second_call_interrupts(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a row
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "audit_cell", second_call_interrupts)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(_audit_cfg(tmp_path))
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document["interrupted"] is True and [r["key"] for r in document["rows"]] == ["dense|0|dense|0"]
+    monkeypatch.setattr(sweep, "audit_cell", real)
+    run_audit(_audit_cfg(tmp_path))  # the re-run finishes the rest
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document["interrupted"] is False and len(document["rows"]) == 2
+
+
+def test_a_torn_store_marks_the_report_interrupted_until_the_rerun_repairs_it(tmp_path, hydra_conf, monkeypatch):
+    run_audit(_audit_cfg(tmp_path))
+    rows_file = tmp_path / "rows.jsonl"
+    lines = rows_file.read_bytes().splitlines(keepends=True)
+    rows_file.write_bytes(lines[0] + lines[1][:40])  # killed while writing the second row
+    from prune_landscape import html
+
+    flags = []
+    real = html.render_report
+
+    def spy(rows, directory, **kwargs):
+        flags.append((len(rows), kwargs["interrupted"]))
+        return real(rows, directory, **kwargs)
+
+    monkeypatch.setattr(html, "render_report", spy)
+    with pytest.warns(RuntimeWarning, match="torn"):
+        run_audit(_audit_cfg(tmp_path))
+    assert flags[0] == (1, True)  # before the repair: the report says the last run did not finish
+    assert flags[-1] == (2, False)  # after it: both rows, none lost
+    assert len(json.loads((tmp_path / "report.json").read_text())["rows"]) == 2
+
+
+def test_unwritable_output_directories_fail_before_any_work(tmp_path, hydra_conf):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="not writable"):
+        run_audit(_audit_cfg(blocker / "out"))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(UsageError, match="not writable"):
+            run_audit(_audit_cfg(locked / "out"))
+
+
+def test_an_unreachable_wandb_server_means_offline_at_once(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"logger": {"wandb": {"_target_": "prune_landscape.loggers.SafeWandbLogger"}}})
+    started = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="127.0.0.1:9 is unreachable.*logging offline"):
+        _wandb_offline_if_unreachable(cfg, timeout=2.0)
+    assert os.environ["WANDB_MODE"] == "offline" and time.perf_counter() - started < 5
+
+
+def test_ctrl_c_in_train_prints_the_run_directory_last(tmp_path, monkeypatch, capsys):
+    from prune_landscape.lit import LitClassifier
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LitClassifier, "training_step", interrupted)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"output_dir={tmp_path}", "data.max_samples=64", "model.widths=[64,16,10]",
+                                          "trainer.max_epochs=1", "probes=none", "trainer=cpu", "torch_threads=1"])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            _train_app(cfg)
+        assert exit_info.value.code == 130
+        assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
