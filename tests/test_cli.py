@@ -111,7 +111,7 @@ def test_ctrl_c_keeps_finished_rows_and_a_rerun_completes(tmp_path):
          r"^audit.method_options.snip: expected option names from \[.*'prune_samples'\], got 'prune_sample'$"),
         (["+fit.epoch=3"], r"^fit.epoch: expected a key from \[.*'epochs'.*\] \(unknown key\), got 3$"),
         (["model.widths=[32,8,10]"], r"the model does not accept these inputs: expected \(N, \.\.\., 32\) float inputs.*"
-                                     r"got a batch of shape \(2, 1, 8, 8\) float32"),
+                                     r"got inputs of shape \(N, 1, 8, 8\) float32"),
         (["model.widths=[64,16,5]"], r"labels must be in \[0, 4\] for a model with 5 outputs \(classes\), got labels in \[0, 9\]"),
         (["model.widths=[64,64,10]"], r"final-layer policy 'dense' at sparsity 0.9 needs 640 weights in fc2.weight but the whole budget is 474 of 4736"),
     ],

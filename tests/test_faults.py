@@ -215,12 +215,36 @@ def test_data_the_model_cannot_take_is_named_before_any_row(tmp_path):
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\] for a model with 3 outputs \(classes\), got labels in \[0, 7\]"):
         run_sweep(plan, _factory, (x, y.clone().fill_(7).index_fill_(0, torch.tensor([0]), 0)), store=RowStore(tmp_path),
                   progress=False)
-    with pytest.raises(ValueError, match=r"expected \(N, \.\.\., 6\) float inputs .*Linear\(6, \.\.\.\).*got a batch of shape "
-                                         r"\(2, 5\) float32"):
+    with pytest.raises(ValueError, match=r"expected \(N, \.\.\., 6\) float inputs .*Linear\(6, \.\.\.\).*got inputs of shape "
+                                         r"\(N, 5\) float32"):
         run_sweep(plan, _factory, (torch.randn(10, 5), y[:10]), store=RowStore(tmp_path), progress=False)
-    with pytest.raises(ValueError, match=r"got a batch of shape \(2, 6\) int64"):
+    with pytest.raises(ValueError, match=r"got inputs of shape \(N, 6\) int64"):
         run_sweep(plan, _factory, (x.long(), y), store=RowStore(tmp_path), progress=False)
     assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_the_api_names_the_expected_input_shape_and_label_range():
+    from prune_landscape import audit, prune
+    from prune_landscape.training import train
+
+    net = _factory()
+    x, y = _task(20)
+    wrong = (torch.randn(20, 5), y)
+    for call, purpose in [(lambda: audit(net, wrong), "audit data"), (lambda: prune(net, "snip", 0.5, wrong), "prune data"),
+                          (lambda: train(net, wrong, epochs=1), "train data")]:
+        with pytest.raises(ValueError, match=rf"^{purpose}: the model does not accept these inputs: expected \(N, \.\.\., 6\) "
+                                             rf"float inputs \(the first layer is Linear\(6, \.\.\.\)\), got inputs of shape "
+                                             rf"\(N, 5\) float32"):
+            call()
+    with pytest.raises(ValueError, match=r"got inputs of shape \(N, 6\) int64 \(mat1 and mat2 must have the same dtype"):
+        prune(net, "snip", 0.5, (x.long(), y))
+    with pytest.raises(ValueError, match=r"^train data: labels must be in \[0, 2\] for a model with 3 outputs \(classes\), "
+                                         r"got labels in \[5, 7\]$"):
+        train(net, (x, y + 5), epochs=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0, got nan"):
+        audit(net, (x, y), weight_decay=float("nan"))
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # nothing trained or changed
 
 
 def test_a_probe_name_given_as_a_string_is_one_probe():
