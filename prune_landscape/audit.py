@@ -90,7 +90,7 @@ def audit(
         raise ValueError(f"n_samples must be a positive int or None, got {n_samples!r}")
     if (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay)
             or weight_decay < 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        raise ValueError(f"weight_decay must be a number >= 0 and finite, got {weight_decay!r}")
     resolved = _resolve_probes((probes,) if isinstance(probes, str) else tuple(probes))  # "hessian" is one probe
     if resolved:
         require_data(data, f"the probes {sorted(resolved)}")

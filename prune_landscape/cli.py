@@ -384,9 +384,6 @@ def _run_audit(cfg: DictConfig, hooks: Iterable[Callable[[dict[str, Any]], None]
             finished = finished_rows(rows)
             # a torn last line means a writer died mid-row: the report says the run did not finish
             paths = render_report(finished, job.directory, title=title, meta=meta, interrupted=interrupted or store.torn)
-        for path in paths.values():
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o644)  # readable by the group and others, like any report a user shares
         return paths, finished
 
     steps = iter(range(10**9))

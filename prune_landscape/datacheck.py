@@ -25,6 +25,11 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    parameter = next(model.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.get_default_dtype()
+
+
 def _expected_input(model: nn.Module) -> str:
     """What the first layer takes, e.g. ``"(N, ..., 64) float inputs (the first layer is Linear(64, ...))"``."""
     for module in model.modules():
@@ -80,7 +85,10 @@ def check_data(model: nn.Module, data: DataLike, *, loss: str | None = "cross_en
     model.eval()  # eval mode: BatchNorm statistics stay untouched
     try:
         with torch.no_grad():
-            outputs = model(inputs[:2].to(_device(model)))
+            sample = inputs[:2].to(_device(model))
+            if sample.is_floating_point() and _dtype(model).is_floating_point:
+                sample = sample.to(_dtype(model))  # float precision is the callers' business (some cast), shapes are not
+            outputs = model(sample)
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise ValueError(f"{name}: the model does not accept these inputs: expected {_expected_input(model)}, got "
                          f"inputs of shape {given} ({' '.join(str(error).split())[:300]})") from None

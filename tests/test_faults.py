@@ -242,7 +242,7 @@ def test_the_api_names_the_expected_input_shape_and_label_range():
                                          r"got labels in \[5, 7\]$"):
         train(net, (x, y + 5), epochs=1)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0, got nan"):
+    with pytest.raises(ValueError, match="weight_decay must be a number >= 0 and finite, got nan"):
         audit(net, (x, y), weight_decay=float("nan"))
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # nothing trained or changed
 
