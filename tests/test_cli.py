@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prune_landscape import models
-from prune_landscape.cli import CONF_DIR, UsageError, main, run_audit
+from prune_landscape.cli import CONF_DIR, UsageError, main, recipe_command, run_audit, run_train
 from prune_landscape.data import digits
 from test_html import _check_cells, _Tables
 
@@ -198,3 +198,62 @@ def test_wandb_is_opt_in_and_offline(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     assert len(json.loads((tmp_path / "report.json").read_text())["rows"]) == 2
+
+
+LIVE_NAMES = """
+import inspect, json
+from prune_landscape import data, models, training
+from prune_landscape.probes import PROBES
+from prune_landscape.pruning import available_methods, get_pruner
+print(json.dumps({
+    "methods": {m: get_pruner(m).valid_options() for m in available_methods()},
+    "probes": sorted(PROBES),
+    "datasets": {k: sorted(v) for k, v in data._OPTIONS.items()},
+    "models": {k: sorted(inspect.signature(f).parameters) for k, f in models.MODELS.items()},
+    "losses": list(training.LOSSES),
+}))
+"""
+
+
+def test_the_fast_checker_knows_exactly_the_built_in_names():
+    """The CLI checks names without importing torch; its tables must equal the live registries (fresh process)."""
+    from prune_landscape import config_check
+
+    result = subprocess.run([sys.executable, "-c", LIVE_NAMES], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    live = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {m: list(o) for m, o in config_check.METHOD_OPTIONS.items()} == live["methods"]
+    assert list(config_check.PROBE_NAMES) == live["probes"]
+    assert {k: sorted(v) for k, v in config_check.DATASET_OPTIONS.items()} == live["datasets"]
+    assert {k: sorted(v) for k, v in config_check.MODEL_OPTIONS.items()} == live["models"]
+    assert list(config_check._LOSSES) == live["losses"]
+
+
+def test_every_recipe_and_default_config_passes_the_checker():
+    from prune_landscape.config_check import check_config
+
+    for command in ("audit", "train"):
+        check_config(compose(command, overrides=["audit.methods=[magnitude]", "audit.sparsities=[0.5]"]
+                             if command == "audit" else []), command)
+    for recipe in sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
+        command = recipe_command(recipe) or "audit"
+        check_config(compose(command, overrides=[f"experiment={recipe}"]), command)
+
+
+def test_train_settings_are_checked_before_any_folder(tmp_path, capsys):
+    output = tmp_path / "train"
+    with pytest.raises(UsageError, match=r"^module.optimizer: expected one of \['adam', 'adamw', 'sgd'\], got 'lion'$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "module.optimizer=lion"]))
+    with pytest.raises(UsageError, match=r"^probes.names: expected names from \[.*\], got 'hesian'$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "probes.names=[hesian]"]))
+    with pytest.raises(UsageError, match=r"^data.batch_size: expected a positive int, got 0$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "data.batch_size=0"]))
+    assert not output.exists()
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # as in a fresh `prune-landscape` process (the fixture restores its own state)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"hydra.run.dir={output}", "module.loss=hinge"])
+    assert exit_info.value.code == 2 and not output.exists()
+    assert capsys.readouterr().err.strip() == ("prune-landscape train: error: module.loss: expected one of "
+                                               "['cross_entropy', 'mse'], got 'hinge'")
