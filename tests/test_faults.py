@@ -500,3 +500,22 @@ def test_ctrl_c_in_train_prints_the_run_directory_last(tmp_path, monkeypatch, ca
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_failed_calls_leave_no_folder_multirun_and_deep_checks_too(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HYDRA_FULL_ERROR": "0"}
+    sweep_dir = tmp_path / "sweeps" / "s"
+    started = time.perf_counter()
+    multirun = subprocess.run([str(SCRIPT), "audit", "experiment=sparsity_sweep", "--multirun", "audit.sparsity=0.5,1.5",
+                               f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=120)
+    assert time.perf_counter() - started < 3.0
+    assert multirun.returncode == 2 and multirun.stderr.strip() == (
+        "prune-landscape audit: error: audit.sparsity: expected numbers in [0, 1), got 1.5")
+    assert not (tmp_path / "sweeps").exists()
+    # found only once the model meets the data (inside the Hydra job): Hydra's run directory is removed again
+    run_dir = tmp_path / "runs" / "r"
+    deep = subprocess.run([str(SCRIPT), "audit", "experiment=demo", f"hydra.run.dir={run_dir}", "model.widths=[32,8,10]"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert deep.returncode == 2 and "the model does not accept these inputs: expected (N, ..., 32)" in deep.stderr
+    assert not (tmp_path / "runs").exists()
