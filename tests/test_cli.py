@@ -257,3 +257,12 @@ def test_train_settings_are_checked_before_any_folder(tmp_path, capsys):
     assert exit_info.value.code == 2 and not output.exists()
     assert capsys.readouterr().err.strip() == ("prune-landscape train: error: module.loss: expected one of "
                                                "['cross_entropy', 'mse'], got 'hinge'")
+
+
+def test_the_cli_checks_arguments_without_importing_torch():
+    """What keeps a CLI mistake under a second: the package, the CLI and the checker load no torch."""
+    code = ("import sys, prune_landscape, prune_landscape.cli, prune_landscape.config_check; "
+            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'wandb', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.stdout.strip() == "[]"
