@@ -315,6 +315,12 @@ class RowStore:
             return
         data = self.path.read_bytes()
         cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+        with contextlib.suppress(ValueError):  # only the newline is missing: the row is whole, keep it
+            fragment = json.loads(data[cut:])
+            if isinstance(fragment, dict) and "key" in fragment:
+                with open(self.path, "ab") as stream:
+                    stream.write(b"\n")
+                return
         with open(self.path.with_name(self.path.name + ".torn"), "ab") as aside:
             aside.write(data[cut:] + b"\n")
         with open(self.path, "r+b") as stream:

@@ -112,6 +112,12 @@ def test_torn_last_line_is_moved_aside_and_the_next_row_is_not_lost(tmp_path):
     with pytest.warns(RuntimeWarning):
         lone.append({"key": "y"})
     assert [r["key"] for r in lone.rows()] == ["y"]
+    # killed between the row and its newline: the row is whole and kept
+    whole = RowStore(tmp_path / "whole")
+    whole.path.parent.mkdir()
+    whole.path.write_text('{"key": "p", "v": 1}\n{"key": "q", "v": 2}')
+    whole.append({"key": "r"})
+    assert [r["key"] for r in whole.rows()] == ["p", "q", "r"]
 
 
 def test_a_sweep_killed_mid_write_loses_no_row_on_rerun(tmp_path):
