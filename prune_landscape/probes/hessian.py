@@ -276,7 +276,7 @@ def hessian_spectrum(
     batches = Batches(data, batch_size, max_samples, kept.device)
     generator = torch.Generator().manual_seed(int(seed))
     with probing(model):
-        _check_finite(model, kept, batches, loss)
+        loss_value = _checked_loss(model, kept, batches, loss)
         operator = _KeptHessian(model, kept, batches, loss, backend, chunk, cache_samples)
         converged = True
         if n <= max(64, 2 * k + 2):  # small enough: the exact dense Hessian is cheaper than ARPACK
@@ -327,7 +327,6 @@ def hessian_spectrum(
                 averaged = values if averaged is None else averaged + values
             grid = tuple(points.tolist())
             density = tuple((averaged / density_repeats).tolist())
-        loss_value = _loss_value(model, kept, batches, loss)
     return HessianResult(
         eigenvalues=tuple(float(v) for v in top),
         min_eigenvalue=None if bottom is None else float(bottom),
@@ -345,8 +344,9 @@ def hessian_spectrum(
     )
 
 
-def _check_finite(model: nn.Module, kept: KeptParameters, batches: Batches, loss: str) -> None:
-    """A diverged model (NaN/inf weights or loss) has no Hessian: say so before ARPACK fails on it."""
+def _checked_loss(model: nn.Module, kept: KeptParameters, batches: Batches, loss: str) -> float:
+    """The loss at the probed point; a diverged model (NaN/inf weights or loss) has no Hessian: say so before
+    ARPACK fails on it."""
     bad = [kept.user_names.get(name, name) for name, value in kept.values.items() if not bool(torch.isfinite(value).all())]
     if bad:
         raise ValueError(f"hessian_spectrum: the model has non-finite weights in {bad} (it diverged); expected finite "
@@ -355,6 +355,7 @@ def _check_finite(model: nn.Module, kept: KeptParameters, batches: Batches, loss
     if not math.isfinite(value):
         raise ValueError(f"hessian_spectrum: the {loss} loss at the probed point is {value} (the model diverged or the "
                          f"data holds non-finite values); expected a finite loss")
+    return value
 
 
 def _loss_value(model: nn.Module, kept: KeptParameters, batches: Batches, loss: str) -> float:
