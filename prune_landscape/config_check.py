@@ -10,11 +10,11 @@ Adapter module: it reads omegaconf configs (imported lazily); the core never imp
 
 Example:
     >>> from omegaconf import OmegaConf
-    >>> cfg = OmegaConf.create({"fit": {"optimizer": "adamm"}})
+    >>> cfg = OmegaConf.create({"data": {"name": "digits", "batch_size": 0}})
     >>> check_config(cfg, "audit")
     Traceback (most recent call last):
     ...
-    prune_landscape.config_check.ConfigError: fit.optimizer: expected one of ['adam', 'sgd'], got 'adamm'
+    prune_landscape.config_check.ConfigError: data.batch_size: expected a positive int, got 0
 """
 
 from __future__ import annotations
