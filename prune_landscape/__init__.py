@@ -16,21 +16,35 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from prune_landscape import models
-from prune_landscape.audit import audit
-from prune_landscape.masks import MaskSet, prunable_parameters
-from prune_landscape.pruning import (
-    GradualSchedule,
-    IMPSchedule,
-    available_methods,
-    magnitude_step,
-    prune,
-    register_pruner,
-)
-from prune_landscape.report import AuditReport, save_report
-from prune_landscape.structure import LayerStructure, Structure, analyze_structure, final_layer_name
+if TYPE_CHECKING:  # the names below load on first use (see __getattr__): `prune-landscape --help` needs no torch
+    from prune_landscape import models
+    from prune_landscape.audit import audit
+    from prune_landscape.masks import MaskSet, prunable_parameters
+    from prune_landscape.pruning import (
+        GradualSchedule,
+        IMPSchedule,
+        available_methods,
+        magnitude_step,
+        prune,
+        register_pruner,
+    )
+    from prune_landscape.report import AuditReport, save_report
+    from prune_landscape.structure import LayerStructure, Structure, analyze_structure, final_layer_name
+
+#: Public name -> the module that defines it (imported on first access).
+_EXPORTS = {
+    "audit": "prune_landscape.audit",
+    "MaskSet": "prune_landscape.masks", "prunable_parameters": "prune_landscape.masks",
+    **{name: "prune_landscape.pruning" for name in ("GradualSchedule", "IMPSchedule", "available_methods",
+                                                    "magnitude_step", "prune", "register_pruner")},
+    "AuditReport": "prune_landscape.report", "save_report": "prune_landscape.report",
+    **{name: "prune_landscape.structure" for name in ("LayerStructure", "Structure", "analyze_structure",
+                                                      "final_layer_name")},
+}
 
 __all__ = [
     # masks
@@ -62,11 +76,31 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_LAZY = {"data", "probes", "theory", "training", "callbacks", "datamodules", "lit", "loggers"}
+_LAZY = {"models", "data", "probes", "theory", "training", "callbacks", "datamodules", "lit", "loggers"}
 
 
 def __getattr__(name: str) -> Any:
-    # Heavy or framework-bound submodules load on first use, so `import prune_landscape` stays light.
+    # Everything loads on first use, so `import prune_landscape` (and the CLI's argument checks) stays light.
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     if name in _LAZY:
         return importlib.import_module(f"prune_landscape.{name}")
     raise AttributeError(f"module 'prune_landscape' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Keeps ``prune_landscape.audit`` the function: importing the submodule of the same name would rebind it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "audit" and isinstance(value, types.ModuleType) and hasattr(value, "audit"):
+            value = value.audit  # the import system sets the parent's attribute after the submodule has run
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

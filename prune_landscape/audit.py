@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, require_data
+from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet
 from prune_landscape.remedy import PIPELINES, plan_remedy
 from prune_landscape.report import AuditReport
@@ -97,15 +99,17 @@ def audit(
     """
     if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1):
         raise ValueError(f"n_samples must be a positive int or None, got {n_samples!r}")
-    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay)
+            or weight_decay < 0):
+        raise ValueError(f"weight_decay must be a number >= 0 and finite, got {weight_decay!r}")
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-    resolved = _resolve_probes(tuple(probes))
+    resolved = _resolve_probes((probes,) if isinstance(probes, str) else tuple(probes))  # "hessian" is one probe
     if resolved:
         require_data(data, f"the probes {sorted(resolved)}")
     if data is not None:
         require_data(data, "audit")
+        check_data(model, data, loss=None, name="audit data")  # names the expected input shape, not `mat1 and mat2`
     mask_set = None if masks is None else (masks if isinstance(masks, MaskSet) else MaskSet(masks))
     if example_input is None and data is not None:
         example_input = first_batch(data, batch_size=2)[0][:2]

@@ -14,15 +14,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
 from prune_landscape.data import _TORCHVISION, DatasetInfo, dataset_info, load_dataset
 
-__all__ = ["DataModule", "TensorDataModule"]
+__all__ = ["DataModule", "EpochShuffleSampler", "TensorDataModule"]
 
 
 def _check_loader_args(batch_size: int, num_workers: int) -> None:
@@ -32,8 +33,40 @@ def _check_loader_args(batch_size: int, num_workers: int) -> None:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of ``range(size)`` that is a pure function of ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch (and restores the epoch counter from a
+    checkpoint), so a run resumed at epoch k draws epoch k's order, not epoch 0's again: resumed runs are
+    bit-identical to uninterrupted ones. Outside Lightning each full pass moves on to the next epoch.
+
+    Example:
+        >>> sampler = EpochShuffleSampler(5, seed=0)
+        >>> first, second = list(sampler), list(sampler)
+        >>> sampler.set_epoch(1); list(sampler) == second
+        True
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = int(size), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order the next pass draws."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        # one stream per (seed, epoch): no state carried from earlier passes, so nothing to lose on resume
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        self.epoch += 1
+        return iter(order)
+
+
 class _Loaders:
-    """DataLoader construction shared by both modules: seeded shuffling for train, fixed order otherwise."""
+    """DataLoader construction shared by both modules: per-epoch seeded shuffling for train, fixed order otherwise."""
 
     batch_size: int
     num_workers: int
@@ -42,12 +75,10 @@ class _Loaders:
     def _loader(self, dataset: Dataset | None, *, shuffle: bool) -> DataLoader | list:
         if dataset is None:
             return []  # Lightning reads an empty list as "no batches for this stage"
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -57,8 +88,9 @@ class DataModule(_Loaders, pl.LightningDataModule):
     """Train/val/test loaders over ``load_dataset(name, split, **dataset_options)``.
 
     The validation set, when ``val_fraction > 0``, is a seeded random share of the train split; with the
-    default 0 there is no validation loader. Training batches are shuffled by a generator seeded with
-    ``seed``.
+    default 0 there is no validation loader. Training batches are shuffled in an order drawn from
+    ``(seed, epoch)`` (:class:`EpochShuffleSampler`), so a run resumed from a checkpoint sees the same
+    batches as an uninterrupted one.
 
     Args:
         name: one of :data:`prune_landscape.data.DATASETS`.

@@ -241,6 +241,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     """Write through a temporary file and rename, so a reader (or a Ctrl-C) never sees half a file."""
     data = content.encode() if isinstance(content, str) else content
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(handle, 0o644)  # mkstemp makes 0600 files; a report is meant to be read by others
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -263,26 +264,31 @@ def _probe_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return keys, body
 
 
+def _md(text: Any) -> str:
+    """Text for Markdown: raw HTML in names (a method called ``<img ...>``) is shown, never rendered."""
+    return escape(str(text), quote=False)
+
+
 def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> str:
     """The report as Markdown: headline, summary table, probe scalars and links to the plots."""
     rows = _ordered(rows)
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md(title)}", ""]
     if interrupted:
         lines += ["**Interrupted: the rows below are the ones that finished.**", ""]
-    lines += [f"- {line}" for line in headline(rows)] + [""]
+    lines += [f"- {_md(line)}" for line in headline(rows)] + [""]
     for key, value in (meta or {}).items():
-        lines.append(f"- {key}: {value}")
+        lines.append(f"- {_md(key)}: {_md(value)}")
     lines += ["", "| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.text(r).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_md(c.text(r)).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
     if any(_code(r) >= 0 for r in rows):
         lines += ["", "## Mask verdicts, worst first", "", "| " + " | ".join(h for h, _ in _RANKED) + " |",
                   "|" + "---|" * len(_RANKED)]
-        lines += ["| " + " | ".join(text(r).replace("|", "/") for _, text in _RANKED) + " |" for r in ranked(rows)]
+        lines += ["| " + " | ".join(_md(text(r)).replace("|", "/") for _, text in _RANKED) + " |" for r in ranked(rows)]
     keys, body = _probe_table(rows)
     if keys:
         lines += ["", "## Probes", "", "| method | sparsity | final-layer policy | seed | " + " | ".join(keys) + " |",
                   "|" + "---|" * (4 + len(keys))]
-        lines += [f"| {r['method']} | {_pct(r['sparsity'])} | {r['final_layer_policy']} | {r['seed']} | " + " | ".join(cells) + " |"
+        lines += [f"| {_md(r['method'])} | {_pct(r['sparsity'])} | {_md(r['final_layer_policy'])} | {r['seed']} | " + " | ".join(cells) + " |"
                   for r, cells in zip(rows, body)]
     remedies = _remedy_lines(rows)
     if remedies:

@@ -336,23 +336,58 @@ class MaskSet(Mapping[str, torch.Tensor]):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module | None = None) -> MaskSet:
+    def load(cls, path: str | Path, model: nn.Module | None = None, *, strict: bool = True) -> MaskSet:
         """Read masks written by :meth:`save`; with ``model``, check names and shapes against it.
 
+        Args:
+            path: a file written by :meth:`save`.
+            model: when given, every mask must fit one of its parameters, and (``strict``) every prunable
+                parameter of the model must have a mask.
+            strict: with ``model``, refuse a file that leaves a prunable parameter out (``False`` accepts a
+                subset: the parameters not in the file are left as they are).
+
         Raises:
-            ValueError: if the file is not a MaskSet file, or the masks do not fit ``model``.
+            FileNotFoundError: no file at ``path``.
+            ValueError: naming ``path``: not a safetensors file, not a MaskSet file, an unknown format version,
+                bad metadata, non-bool tensors, or masks that do not fit ``model``.
         """
         from safetensors import safe_open
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"expected a MaskSet file written by MaskSet.save at {path}, found nothing")
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a {_FORMAT} file (format metadata: {metadata.get('format')!r})")
-            masks = {name: handle.get_tensor(name) for name in handle.keys()}
-        loaded = cls(masks, inferred=json.loads(metadata.get("inferred", "false")))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                if metadata.get("format") != _FORMAT:
+                    raise ValueError(f"{path} is not a {_FORMAT} file: expected format metadata {_FORMAT!r}, got "
+                                     f"{metadata.get('format')!r}")
+                if metadata.get("version") != _FORMAT_VERSION:
+                    raise ValueError(f"{path}: unknown {_FORMAT} format version {metadata.get('version')!r}; this "
+                                     f"version reads {_FORMAT_VERSION!r} (upgrade prune_landscape to read it)")
+                masks = {name: handle.get_tensor(name) for name in handle.keys()}
+        except ValueError:
+            raise
+        except Exception as error:  # safetensors raises its own error types for a corrupt or foreign file
+            raise ValueError(f"{path} is not a readable {_FORMAT} file (expected a safetensors file written by "
+                             f"MaskSet.save): {type(error).__name__}: {error}") from None
+        try:
+            inferred = json.loads(metadata.get("inferred", "false"))
+        except json.JSONDecodeError:
+            inferred = None
+        if not isinstance(inferred, bool):
+            raise ValueError(f"{path}: metadata 'inferred' must be 'true' or 'false', got {metadata.get('inferred')!r}")
+        not_bool = sorted(name for name, mask in masks.items() if mask.dtype != torch.bool)
+        if not_bool:
+            raise ValueError(f"{path}: masks must be bool tensors, got {masks[not_bool[0]].dtype} for {not_bool[0]!r}")
+        loaded = cls(masks, inferred=inferred)
         if model is not None:
-            loaded.validate(model)
+            try:
+                loaded.validate(model)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
+            missing = [name for name in prunable_parameters(model) if name not in masks]
+            if strict and missing:
+                raise ValueError(f"{path}: no mask for the model's prunable parameters {missing}; expected one for "
+                                 f"each of {prunable_parameters(model)} (pass strict=False to load a subset)")
         return loaded

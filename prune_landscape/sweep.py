@@ -24,7 +24,9 @@ import fcntl
 import json
 import math
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +36,11 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import DataLike, num_samples
+from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet
 
-__all__ = ["Cell", "RowStore", "SweepPlan", "audit_cell", "check_writable", "fresh_model", "run_sweep"]
+__all__ = ["Cell", "RowStore", "SweepPlan", "audit_cell", "check_data", "check_writable", "failed_rows", "finished_rows",
+           "fresh_model", "run_sweep", "safe_name"]
 
 _SCOPES = ("global", "layerwise", "erk")
 #: The name of the unpruned reference row.
@@ -60,6 +64,37 @@ def _policy_text(policy: Any) -> str:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"final-layer min density must be in (0, 1], got {value}")
     return f"min_density={value:g}"
+
+
+#: train() keywords a plan fixes itself (per cell or from its own fields).
+_PLAN_TRAIN_KEYS = ("model", "data", "epochs", "lr", "seed", "masks")
+
+
+def _check_train_options(options: Mapping[str, Any]) -> None:
+    """Every ``train_options`` name and value, checked before any work (``fit.*`` in the CLI)."""
+    import inspect
+
+    from prune_landscape.training import LOSSES, train
+
+    accepted = sorted(set(inspect.signature(train).parameters) - set(_PLAN_TRAIN_KEYS))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"fit.{unknown[0]}: unknown training option; expected some of {accepted}")
+    optimizer = options.get("optimizer", "sgd")
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"fit.optimizer: expected one of ['sgd', 'adam'], got {optimizer!r}")
+    loss = options.get("loss", "cross_entropy")
+    if loss not in LOSSES:
+        raise ValueError(f"fit.loss: expected one of {list(LOSSES)}, got {loss!r}")
+    batch_size = options.get("batch_size", 128)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"fit.batch_size: expected a positive int or null, got {batch_size!r}")
+    for key in ("momentum", "weight_decay"):
+        value = options.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"fit.{key}: expected a finite number >= 0, got {value!r}")
+    if not isinstance(options.get("shuffle", True), bool):
+        raise ValueError(f"fit.shuffle: expected true or false, got {options['shuffle']!r}")
 
 
 @dataclass(frozen=True)
@@ -111,14 +146,15 @@ class SweepPlan:
 
     def __post_init__(self) -> None:
         from prune_landscape.probes import PROBES
-        from prune_landscape.pruning import available_methods
+        from prune_landscape.pruning import available_methods, get_pruner
 
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "methods", tuple(str(m) for m in self.methods))
         set_(self, "sparsities", tuple(float(s) for s in self.sparsities))
         set_(self, "final_layers", tuple(_policy_text(p) for p in self.final_layers))
         set_(self, "seeds", tuple(self.seeds))
-        set_(self, "probes", tuple(str(p) for p in self.probes))
+        # one name given as a string is one probe, not one probe per character
+        set_(self, "probes", (self.probes,) if isinstance(self.probes, str) else tuple(str(p) for p in self.probes))
         valid = available_methods()
         if not self.methods:
             raise ValueError(f"methods must name at least one pruning method; expected some of {valid}")
@@ -138,9 +174,19 @@ class SweepPlan:
         extra = sorted(set(self.method_options) - set(valid))
         if extra:
             raise ValueError(f"method_options for unknown method {extra[0]!r}; expected names from {valid}")
+        for method, options in self.method_options.items():
+            if not isinstance(options, Mapping):
+                raise ValueError(f"method_options.{method}: expected a mapping of option names to values, got "
+                                 f"{options!r}")
+            accepted = get_pruner(method).valid_options()
+            unknown_options = sorted(set(options) - set(accepted))
+            if unknown_options:
+                raise ValueError(f"method_options.{method}: unknown option {unknown_options[0]!r}; expected some of "
+                                 f"{accepted}")
+        _check_train_options(self.train_options)
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {self.epochs!r}")
-        if not self.lr > 0:
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         bad_probes = [p for p in self.probes if p not in PROBES]
         if bad_probes:
@@ -239,29 +285,98 @@ class RowStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Append one finished row (one JSON line, flushed and synced before returning)."""
+        """Append one finished row (one JSON line, flushed and synced before returning).
+
+        A torn last line (a process killed or a disk filled mid-write) is moved aside to
+        ``rows.jsonl.torn`` first: otherwise this row would be glued onto it and lost when read back.
+        """
         if "key" not in row:
             raise ValueError(f"a row needs a 'key', got keys {sorted(row)}")
         line = json.dumps(_jsonable(row), sort_keys=False) + "\n"
-        with self.lock(), open(self.path, "a") as stream:
-            stream.write(line)
+        with self.lock():
+            self._repair()
+            with open(self.path, "a") as stream:
+                stream.write(line)
+                stream.flush()
+                os.fsync(stream.fileno())
+
+    @property
+    def torn(self) -> bool:
+        """True when the file ends in a partial line: its writer was interrupted mid-write."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return False
+        with open(self.path, "rb") as stream:
+            stream.seek(-1, os.SEEK_END)
+            return stream.read(1) != b"\n"
+
+    def _repair(self) -> None:
+        """Cut a torn last line off (kept in ``rows.jsonl.torn``); the caller holds the lock."""
+        if not self.torn:
+            return
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+        with contextlib.suppress(ValueError):  # only the newline is missing: the row is whole, keep it
+            fragment = json.loads(data[cut:])
+            if isinstance(fragment, dict) and "key" in fragment:
+                with open(self.path, "ab") as stream:
+                    stream.write(b"\n")
+                return
+        with open(self.path.with_name(self.path.name + ".torn"), "ab") as aside:
+            aside.write(data[cut:] + b"\n")
+        with open(self.path, "r+b") as stream:
+            stream.truncate(cut)
             stream.flush()
             os.fsync(stream.fileno())
+        warnings.warn(f"{self.path}: the last line was torn (its writer was interrupted mid-write); moved it to "
+                      f"{self.path.name}.torn, and its row will be run again", RuntimeWarning, stacklevel=3)
+
+    def repair(self) -> bool:
+        """Cut a torn last line off under the lock; True when there was one."""
+        with self.lock():
+            torn = self.torn
+            self._repair()
+        return torn
 
     def rows(self) -> list[dict[str, Any]]:
-        """All rows, the last one kept per (context, key); a torn line (killed mid-write) is skipped."""
+        """All rows, the last one kept per (context, key); a torn or unreadable line is skipped."""
         if not self.path.is_file():
             return []
         latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
+                continue
+            if not isinstance(row, dict) or "key" not in row:
                 continue
             identity = (str(row.get("context", "")), str(row["key"]))
             latest.pop(identity, None)
             latest[identity] = row
         return list(latest.values())
+
+
+def failed_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows whose cell raised (they hold ``status="failed"`` and the ``error``)."""
+    return [row for row in rows if row.get("status") == "failed"]
+
+
+def finished_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows whose cell ran to the end."""
+    return [row for row in rows if row.get("status") != "failed"]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file-name component: no separators, no ``..``, no leading dot.
+
+    Example:
+        >>> safe_name("../../x|0.9|prune|0")
+        'x_0.9_prune_0'
+    """
+    cleaned = _UNSAFE.sub("_", str(text)).replace("..", "_").strip("._")
+    return cleaned or "unnamed"
 
 
 def fresh_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -308,6 +423,45 @@ def _figure(result: Any, path: Path) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A probe that raised: kept in the report in place of its result, so the row and the run go on."""
+
+    name: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-ready dict: ``{"error": "<type>: <message>"}``."""
+        return {"error": self.error}
+
+    def scalars(self) -> dict[str, float]:
+        """No numbers: the probe gave none."""
+        return {}
+
+    def figure(self) -> None:
+        """No figure."""
+        return None
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:2000]
+
+
+def _isolated_probe(name: str, probe: Callable[[nn.Module, DataLike], Any], label: str) -> Callable[[nn.Module, DataLike], Any]:
+    """``probe`` that returns a :class:`ProbeFailure` (and warns) instead of raising."""
+
+    def run(model: nn.Module, data: DataLike) -> Any:
+        try:
+            return probe(model, data)
+        except Exception as error:  # one probe (e.g. a diverged model's Hessian) must not end the row
+            warnings.warn(f"{label}: probe {name!r} failed ({_error_text(error)}); the row keeps its other results",
+                          RuntimeWarning, stacklevel=2)
+            return ProbeFailure(name, _error_text(error))
+
+    run.__name__ = name
+    return run
+
+
 def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], train_data: DataLike,
                test_data: DataLike | None = None, *, figure_dir: str | os.PathLike | None = None,
                context: str = "") -> dict[str, Any]:
@@ -346,19 +500,32 @@ def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], tr
     train_loss, train_accuracy = evaluate(model, train_data, loss=loss_name)
     test_loss, test_accuracy = evaluate(model, test_data, loss=loss_name) if test_data is not None else (None, None)
     _fold_masks(model)
-    report = audit(model, train_data, n_samples=plan.n_samples, probes=plan.probes, masks=masks,
+    from prune_landscape.probes import PROBES
+
+    probes_run = [_isolated_probe(name, PROBES[name], cell.key) for name in plan.probes]
+    report = audit(model, train_data, n_samples=plan.n_samples, probes=probes_run, masks=masks,
                    weight_decay=float(plan.train_options.get("weight_decay", 0.0)))
     structure = report.structure
     available = num_samples(train_data)
     n = plan.n_samples if available is None else min(available, plan.n_samples or available)
     figures: dict[str, str] = {}
     probes: dict[str, dict[str, float]] = {}
+    probe_errors: dict[str, str] = {}
     for name, result in report.probes.items():
+        if isinstance(result, ProbeFailure):
+            probe_errors[name] = result.error
+            continue
         probes[name] = {k: float(v) for k, v in result.scalars().items()}
         if figure_dir is not None:
-            path = Path(figure_dir) / f"{cell.key.replace('|', '_')}_{name}.png"
-            if _figure(result, path):
-                figures[name] = str(path.relative_to(Path(figure_dir).parent))
+            # names come from users (registered methods, probe names): one safe component, inside figure_dir
+            path = Path(figure_dir) / safe_name(f"{cell.key}_{name}.png".replace("|", "_"))
+            try:
+                if _figure(result, path):
+                    figures[name] = str(path.relative_to(Path(figure_dir).parent))
+            except Exception as error:  # a figure is a nicety: a failed one is noted, never fatal
+                probe_errors[f"{name}/figure"] = _error_text(error)
+                warnings.warn(f"{cell.key}: figure of probe {name!r} failed ({_error_text(error)})", RuntimeWarning,
+                              stacklevel=2)
     row = {
         "key": cell.key,
         "method": cell.method,
@@ -390,6 +557,7 @@ def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], tr
         "layer_densities": {layer.name: layer.density for layer in structure.layers},
         "probes": probes,
         "figures": figures,
+        "probe_errors": probe_errors,
         "metrics": report.metrics(),
         "audit": report.to_dict(),
         "seconds": {"prune": pruned - started, "train": trained - pruned, "audit": time.perf_counter() - trained},
@@ -418,22 +586,40 @@ def _verdict_fields(report: Any) -> dict[str, Any]:
     }
 
 
+def _failed_row(cell: Cell, error: BaseException, context: str) -> dict[str, Any]:
+    import traceback
+
+    return _jsonable({
+        "key": cell.key, "method": cell.method, "sparsity": cell.sparsity, "final_layer_policy": cell.final_layer,
+        "seed": cell.seed, "status": "failed", "error": _error_text(error),
+        "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3)),
+        "context": context,
+    })
+
+
 def run_sweep(plan: SweepPlan, factory: Callable[[], nn.Module], train_data: DataLike, test_data: DataLike | None = None,
               *, store: RowStore, on_row: Iterable[Callable[[dict[str, Any]], None]] = (), context: str = "",
               progress: bool = True, figure_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Run every cell of ``plan`` not already in ``store`` (same key and context); return the new rows.
 
     Each finished row is appended to ``store`` first, then handed to every ``on_row`` callback (e.g.
-    re-render the report, log to W&B). A KeyboardInterrupt propagates; every row finished before it is
+    re-render the report, log to W&B). A cell that raises becomes a row with ``status="failed"`` and its
+    ``error`` (with a warning) and the sweep goes on; a re-run retries it. A probe that raises leaves its
+    error in the row's ``probe_errors``. A KeyboardInterrupt propagates; every row finished before it is
     already in the store.
 
     Example:
         >>> # run_sweep(plan, lambda: models.mlp([64, 32, 10]), digits("train"), digits("test"),
         >>> #           store=RowStore("out"), on_row=[lambda row: print(row["key"])])
     """
-    done = {row["key"] for row in store.rows() if row.get("context", "") == context}
-    todo = [cell for cell in plan.cells() if cell.key not in done]
+    store.repair()  # a torn last line from a killed run: its row is run again, not glued to the next one
+    done = {row["key"] for row in finished_rows(store.rows()) if row.get("context", "") == context}
+    todo = [cell for cell in plan.cells() if cell.key not in done]  # failed rows are retried
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = tuple(on_row)
+    if todo:  # data the model cannot take fails every row: say so once, before any work
+        check_data(factory(), train_data, loss=str(plan.train_options.get("loss", "cross_entropy")), name="train data")
+        if test_data is not None:
+            check_data(factory(), test_data, loss=str(plan.train_options.get("loss", "cross_entropy")), name="test data")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -444,13 +630,22 @@ def run_sweep(plan: SweepPlan, factory: Callable[[], nn.Module], train_data: Dat
         for cell in todo:
             if bar is not None:
                 bar.set_postfix_str(cell.key)
-            row = audit_cell(cell, plan, factory, train_data, test_data, figure_dir=figure_dir, context=context)
+            try:
+                row = audit_cell(cell, plan, factory, train_data, test_data, figure_dir=figure_dir, context=context)
+            except Exception as error:  # one failing cell is recorded and the sweep goes on (Ctrl-C still stops it)
+                row = _failed_row(cell, error, context)
+                warnings.warn(f"row {cell.key} failed ({row['error']}); it is recorded as failed in the report and the "
+                              f"sweep goes on (a re-run retries it)", RuntimeWarning, stacklevel=2)
             store.append(row)
             finished.append(row)
             if bar is not None:
                 bar.update(1)
             for callback in callbacks:
-                callback(row)
+                try:
+                    callback(row)
+                except Exception as error:  # a failing logger or hook must not end the sweep; the row is stored
+                    warnings.warn(f"an on_row callback failed on row {cell.key} ({_error_text(error)}); the row is "
+                                  f"saved in {store.path} and the sweep goes on", RuntimeWarning, stacklevel=2)
     finally:
         if bar is not None:
             bar.close()

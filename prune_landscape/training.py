@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from prune_landscape.batching import DataLike, iter_batches, require_data
+from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet, find_parameter
 
 __all__ = ["LOSSES", "TrainResult", "evaluate", "loss_function", "masked_parameters", "train"]
@@ -182,6 +183,7 @@ def train(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
     criterion = loss_function(loss)
+    check_data(model, data, loss=loss, name="train data")  # wrong shapes or labels: one clear error, before any step
     given = masks is not None
     masks = MaskSet.for_model(model, masks)
     if given:  # keep torch.nn.utils.prune's buffers in step with the masks we enforce

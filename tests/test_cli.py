@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prune_landscape import models
-from prune_landscape.cli import CONF_DIR, UsageError, main, run_audit
+from prune_landscape.cli import CONF_DIR, UsageError, main, recipe_command, run_audit, run_train
 from prune_landscape.data import digits
 from test_html import _check_cells, _Tables
 
@@ -96,20 +96,31 @@ def test_ctrl_c_keeps_finished_rows_and_a_rerun_completes(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["audit.methods=[magnitude,snipp]"], r"unknown pruning method 'snipp'; expected one of \[.*'snip'.*'synflow'"),
-        (["model.name=resnet21"], r"unknown model 'resnet21'; expected one of \[.*'resnet20'"),
-        (["data.name=digitz"], r"unknown dataset 'digitz'; expected one of \[.*'digits'"),
-        (["audit.sparsities=[1.5]"], r"in \[0, 1\)"),
-        (["audit.final_layers=[sparse]"], "'prune', 'dense' or a min density"),
-        (["probes=none", "probes.names=[hesian]"], r"unknown probe 'hesian'"),
-        (["model.widths=[32,8,10]"], "model does not accept the data"),
+        (["audit.methods=[magnitude,snipp]"], r"^audit.methods: expected names from \[.*'snip'.*'synflow'\], got 'snipp'$"),
+        (["model.name=resnet21"], r"^model.name: expected one of \[.*'resnet20'.*\], got 'resnet21'$"),
+        (["data.name=digitz"], r"^data.name: expected one of \[.*'digits'.*\], got 'digitz'$"),
+        (["audit.sparsities=[1.5]"], r"^audit.sparsities: expected numbers in \[0, 1\), got 1.5$"),
+        (["audit.final_layers=[sparse]"], "^audit.final_layers: expected 'prune', 'dense' or a min density.*got 'sparse'$"),
+        (["probes=none", "probes.names=[hesian]"], r"^probes.names: expected names from \[.*'hessian'.*\], got 'hesian'$"),
+        (["fit.optimizer=adamm"], r"^fit.optimizer: expected one of \['adam', 'sgd'\], got 'adamm'$"),
+        (["fit.loss=hinge"], r"^fit.loss: expected one of \['cross_entropy', 'mse'\], got 'hinge'$"),
+        (["data.batch_size=0"], r"^data.batch_size: expected a positive int, got 0$"),
+        (["fit.batch_size=-3"], r"^fit.batch_size: expected a positive int, got -3$"),
+        (["fit.weight_decay=nan"], r"^fit.weight_decay: expected a finite number >= 0, got nan$"),
+        (["+audit.method_options.snip.prune_sample=10"],
+         r"^audit.method_options.snip: expected option names from \[.*'prune_samples'\], got 'prune_sample'$"),
+        (["+fit.epoch=3"], r"^fit.epoch: expected a key from \[.*'epochs'.*\] \(unknown key\), got 3$"),
+        (["model.widths=[32,8,10]"], r"the model does not accept these inputs: expected \(N, \.\.\., 32\) float inputs.*"
+                                     r"got inputs of shape \(N, 1, 8, 8\) float32"),
+        (["model.widths=[64,16,5]"], r"labels must be in \[0, 4\] for a model with 5 outputs \(classes\), got labels in \[0, 9\]"),
         (["model.widths=[64,64,10]"], r"final-layer policy 'dense' at sparsity 0.9 needs 640 weights in fc2.weight but the whole budget is 474 of 4736"),
     ],
 )
 def test_bad_names_fail_before_work_and_list_the_choices(tmp_path, overrides, message):
+    output = tmp_path / "out"
     with pytest.raises(UsageError, match=message):
-        run_audit(_cfg(tmp_path, *overrides))
-    assert not (tmp_path / "rows.jsonl").exists()
+        run_audit(compose("audit", overrides=[f"output_dir={output}", *TINY, *overrides]))
+    assert not output.exists()  # checked before the output folder is made
 
 
 def test_unknown_group_option_lists_the_options():
@@ -125,7 +136,7 @@ def test_unwritable_output_directory_fails_before_work(tmp_path):
 
 
 def test_missing_mandatory_keys_are_named(tmp_path):
-    with pytest.raises(UsageError, match="Missing mandatory value: audit.(methods|sparsities)"):
+    with pytest.raises(UsageError, match=r"^audit.(methods|sparsities): expected a value \(the key is mandatory\), got '\?\?\?'$"):
         run_audit(compose("audit", overrides=[f"output_dir={tmp_path}"]))
 
 
@@ -162,8 +173,9 @@ def test_console_script_prints_the_report_directory_last(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == str(run_dir)
     assert {"report.json", "report.md", "report.html", "rows.jsonl"} <= {p.name for p in run_dir.iterdir()}
     bad = _run_script("audit", "experiment=demo", f"hydra.run.dir={tmp_path / 'bad'}", "audit.methods=[nope]", cwd=tmp_path)
-    assert bad.returncode == 2 and "unknown pruning method 'nope'; expected one of [" in bad.stderr
+    assert bad.returncode == 2 and "audit.methods: expected names from [" in bad.stderr and "got 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()  # reported before Hydra makes the run directory
 
 
 def test_multirun_over_two_sparsities_gives_one_report(tmp_path):
@@ -186,3 +198,71 @@ def test_wandb_is_opt_in_and_offline(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     assert len(json.loads((tmp_path / "report.json").read_text())["rows"]) == 2
+
+
+LIVE_NAMES = """
+import inspect, json
+from prune_landscape import data, models, training
+from prune_landscape.probes import PROBES
+from prune_landscape.pruning import available_methods, get_pruner
+print(json.dumps({
+    "methods": {m: get_pruner(m).valid_options() for m in available_methods()},
+    "probes": sorted(PROBES),
+    "datasets": {k: sorted(v) for k, v in data._OPTIONS.items()},
+    "models": {k: sorted(inspect.signature(f).parameters) for k, f in models.MODELS.items()},
+    "losses": list(training.LOSSES),
+}))
+"""
+
+
+def test_the_fast_checker_knows_exactly_the_built_in_names():
+    """The CLI checks names without importing torch; its tables must equal the live registries (fresh process)."""
+    from prune_landscape import config_check
+
+    result = subprocess.run([sys.executable, "-c", LIVE_NAMES], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    live = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {m: list(o) for m, o in config_check.METHOD_OPTIONS.items()} == live["methods"]
+    assert list(config_check.PROBE_NAMES) == live["probes"]
+    assert {k: sorted(v) for k, v in config_check.DATASET_OPTIONS.items()} == live["datasets"]
+    assert {k: sorted(v) for k, v in config_check.MODEL_OPTIONS.items()} == live["models"]
+    assert list(config_check._LOSSES) == live["losses"]
+
+
+def test_every_recipe_and_default_config_passes_the_checker():
+    from prune_landscape.config_check import check_config
+
+    for command in ("audit", "train"):
+        check_config(compose(command, overrides=["audit.methods=[magnitude]", "audit.sparsities=[0.5]"]
+                             if command == "audit" else []), command)
+    for recipe in sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
+        command = recipe_command(recipe) or "audit"
+        check_config(compose(command, overrides=[f"experiment={recipe}"]), command)
+
+
+def test_train_settings_are_checked_before_any_folder(tmp_path, capsys):
+    output = tmp_path / "train"
+    with pytest.raises(UsageError, match=r"^module.optimizer: expected one of \['adam', 'adamw', 'sgd'\], got 'lion'$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "module.optimizer=lion"]))
+    with pytest.raises(UsageError, match=r"^probes.names: expected names from \[.*\], got 'hesian'$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "probes.names=[hesian]"]))
+    with pytest.raises(UsageError, match=r"^data.batch_size: expected a positive int, got 0$"):
+        run_train(compose("train", overrides=[f"output_dir={output}", "data.batch_size=0"]))
+    assert not output.exists()
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # as in a fresh `prune-landscape` process (the fixture restores its own state)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"hydra.run.dir={output}", "module.loss=hinge"])
+    assert exit_info.value.code == 2 and not output.exists()
+    assert capsys.readouterr().err.strip() == ("prune-landscape train: error: module.loss: expected one of "
+                                               "['cross_entropy', 'mse'], got 'hinge'")
+
+
+def test_the_cli_checks_arguments_without_importing_torch():
+    """What keeps a CLI mistake under a second: the package, the CLI and the checker load no torch."""
+    code = ("import sys, prune_landscape, prune_landscape.cli, prune_landscape.config_check; "
+            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'wandb', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call, grad, vjp
 
@@ -266,6 +266,8 @@ def hessian_spectrum(
             f"expected trace_probes >= 0, density_steps >= 0, density_repeats >= 1, "
             f"got {trace_probes}, {density_steps}, {density_repeats}"
         )
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (Hessian columns per batched product), got {chunk!r}")
     loss = resolve_loss(loss, data)
     kept = KeptParameters.from_model(model, masks)
     n = kept.num_kept
@@ -274,6 +276,7 @@ def hessian_spectrum(
     batches = Batches(data, batch_size, max_samples, kept.device)
     generator = torch.Generator().manual_seed(int(seed))
     with probing(model):
+        loss_value = _checked_loss(model, kept, batches, loss)
         operator = _KeptHessian(model, kept, batches, loss, backend, chunk, cache_samples)
         converged = True
         if n <= max(64, 2 * k + 2):  # small enough: the exact dense Hessian is cheaper than ARPACK
@@ -287,6 +290,9 @@ def hessian_spectrum(
                 top = np.sort(eigsh(scipy_op, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False))[::-1]
             except ArpackNoConvergence as error:
                 converged, top = False, np.sort(error.eigenvalues)[::-1]
+            except ArpackError as error:  # e.g. non-finite products: say what was probed, not ARPACK's info code
+                raise RuntimeError(f"hessian_spectrum: ARPACK failed on the {n}-dimensional kept-coordinate Hessian "
+                                   f"({error}); check that the loss and its gradient are finite") from error
             bottom = None
             if min_eigenvalue:
                 try:
@@ -294,6 +300,9 @@ def hessian_spectrum(
                 except ArpackNoConvergence as error:
                     converged = False
                     bottom = float(error.eigenvalues.min()) if len(error.eigenvalues) else math.nan
+                except ArpackError as error:
+                    raise RuntimeError(f"hessian_spectrum: ARPACK failed on the smallest eigenvalue of the {n}-dimensional "
+                                       f"kept-coordinate Hessian ({error})") from error
         trace = trace_error = None
         if trace_probes:
             estimates = []
@@ -318,7 +327,6 @@ def hessian_spectrum(
                 averaged = values if averaged is None else averaged + values
             grid = tuple(points.tolist())
             density = tuple((averaged / density_repeats).tolist())
-        loss_value = _loss_value(model, kept, batches, loss)
     return HessianResult(
         eigenvalues=tuple(float(v) for v in top),
         min_eigenvalue=None if bottom is None else float(bottom),
@@ -334,6 +342,20 @@ def hessian_spectrum(
         backend=backend,
         converged=converged,
     )
+
+
+def _checked_loss(model: nn.Module, kept: KeptParameters, batches: Batches, loss: str) -> float:
+    """The loss at the probed point; a diverged model (NaN/inf weights or loss) has no Hessian: say so before
+    ARPACK fails on it."""
+    bad = [kept.user_names.get(name, name) for name, value in kept.values.items() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ValueError(f"hessian_spectrum: the model has non-finite weights in {bad} (it diverged); expected finite "
+                         f"weights, the Hessian is undefined there")
+    value = _loss_value(model, kept, batches, loss)
+    if not math.isfinite(value):
+        raise ValueError(f"hessian_spectrum: the {loss} loss at the probed point is {value} (the model diverged or the "
+                         f"data holds non-finite values); expected a finite loss")
+    return value
 
 
 def _loss_value(model: nn.Module, kept: KeptParameters, batches: Batches, loss: str) -> float:

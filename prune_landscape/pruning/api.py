@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, iter_batches, require_data
+from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet, prunable_parameters
 from prune_landscape.pruning.allocation import (
     FinalLayerMode,
@@ -211,6 +212,7 @@ def prune(
     device = model_device(work)
     example = None
     if data is not None:
+        check_data(work, data, loss=None, name="prune data")  # a wrong shape is named before any scoring
         example = first_batch(data)[0][:2].to(device)
     final_name = final_layer_name(work, example) if policy.mode is not FinalLayerMode.PRUNE else None
     check_final_layer_budget(current, target, final_name, policy)
