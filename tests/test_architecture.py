@@ -41,6 +41,10 @@ ALLOWED_PRIVATE_IMPORTS = frozenset({
     ("tests.test_probes_hessian", "prune_landscape.probes._params"),
     ("tests.test_probes_surface", "prune_landscape.probes._params"),
     ("tests.test_sweep", "prune_landscape.sweep._policy_text"),
+    # The CLI fault tests drive the train app and the W&B reachability probe directly.
+    ("tests.test_faults", "prune_landscape.cli._train_app"),
+    ("tests.test_faults", "prune_landscape.cli._wandb_offline_if_unreachable"),
+    ("tests.test_faults", "prune_landscape.cli._NUMBERS"),
 })
 
 MAX_MODULE_LINES = 400

@@ -405,7 +405,10 @@ def test_wandb_gets_one_table_and_the_plots_not_one_chart_per_number(tmp_path, h
     kinds = [kind for kind, _ in FakeWandbLogger.calls]
     assert "log_metrics" not in kinds  # no one-point charts
     tables = [detail for kind, detail in FakeWandbLogger.calls if kind == "log_table"]
-    assert tables == [("audit/summary", 13, 2), ("audit/rows", 18, 2)]
+    from prune_landscape.cli import _NUMBERS
+    from prune_landscape.html import COLUMNS
+
+    assert tables == [("audit/summary", len(COLUMNS), 2), ("audit/rows", len(_NUMBERS), 2)]
     assert [detail[0] for kind, detail in FakeWandbLogger.calls if kind == "log_image"] == ["audit/plots"]
     assert kinds[-1] == "finalize"
 
