@@ -32,7 +32,9 @@ if TYPE_CHECKING:  # the names below load on first use (see __getattr__): `prune
         prune,
         register_pruner,
     )
+    from prune_landscape.remedy import plan_remedy
     from prune_landscape.report import AuditReport, save_report
+    from prune_landscape.verdict import MaskLevel, MaskVerdict
     from prune_landscape.structure import LayerStructure, Structure, analyze_structure, final_layer_name
 
 #: Public name -> the module that defines it (imported on first access).
@@ -42,6 +44,8 @@ _EXPORTS = {
     **{name: "prune_landscape.pruning" for name in ("GradualSchedule", "IMPSchedule", "available_methods",
                                                     "magnitude_step", "prune", "register_pruner")},
     "AuditReport": "prune_landscape.report", "save_report": "prune_landscape.report",
+    "MaskLevel": "prune_landscape.verdict", "MaskVerdict": "prune_landscape.verdict",
+    "plan_remedy": "prune_landscape.remedy",
     **{name: "prune_landscape.structure" for name in ("LayerStructure", "Structure", "analyze_structure",
                                                       "final_layer_name")},
 }
@@ -66,6 +70,9 @@ __all__ = [
     "audit",
     "AuditReport",
     "save_report",
+    "MaskLevel",
+    "MaskVerdict",
+    "plan_remedy",
     # submodules: models (built-in nets), data, probes, theory, training, callbacks (Lightning)
     "models",
     "data",
