@@ -265,8 +265,11 @@ def _probe_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def _md(text: Any) -> str:
-    """Text for Markdown: raw HTML in names (a method called ``<img ...>``) is shown, never rendered."""
-    return escape(str(text), quote=False)
+    """Text for Markdown: raw HTML in names (a method called ``<img ...>``) is shown, never rendered.
+
+    Only ``<`` can open a tag, so ``>=`` in verdict text stays readable in the raw file.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> str:
