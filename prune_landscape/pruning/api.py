@@ -19,6 +19,7 @@ from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, iter_batches, require_data
 from prune_landscape.masks import MaskSet, prunable_parameters
+from prune_landscape.progress import Progress, ProgressCallback, progress_enabled
 from prune_landscape.pruning.allocation import (
     FinalLayerMode,
     FinalLayerPolicy,
@@ -147,6 +148,8 @@ def prune(
     final_layer: str | float | FinalLayerPolicy = "prune",
     scope: str | Scope = "global",
     seed: int = 0,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
     **options: Any,
 ) -> MaskSet:
     """Compute a pruning mask; the model is left exactly as found (apply it with ``masks.apply_to(model)``).
@@ -164,6 +167,11 @@ def prune(
             ``"min_density=0.3"``) of the final layer (found by ``structure.final_layer_name``).
         scope: ``"global"`` (default), ``"layerwise"`` or ``"erk"``.
         seed: seeds the ``torch.Generator`` behind every random draw: same seed, same mask.
+        progress: a tqdm bar with an ETA over the schedule's iterations; None (default) = only in an
+            interactive terminal, never under pytest/CI (:mod:`prune_landscape.progress`).
+        callback: called after every iteration with a dict of scalars (``iteration``, ``density``,
+            ``kept``, ``elapsed_s`` and the scorer's own, e.g. ``synflow_flow``); see
+            :func:`prune_landscape.progress.logger_callback` for Lightning loggers.
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
             ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples),
             ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
@@ -224,17 +232,23 @@ def prune(
     # The nominal density drives the intermediate steps (d ** (t / T)); the last step keeps exactly `target`.
     end_density = min(1.0 - sparsity, kept_now / total)
     densities = exponential_densities(kept_now / total, end_density, framework["iterations"]) if target else [0.0]
-    for step, density in enumerate(densities, start=1):
-        keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
-        work.load_state_dict(snapshot)
-        work.eval()
-        device_masks = {n: m.to(device) for n, m in current.items()}
-        scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
-        if set(scores) != set(names):
-            raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
-        current = allocate(
-            {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
-        )
+    # A scorer that never writes to the model (synflow_scores.preserves_model) needs no restore per iteration.
+    restore = not getattr(spec.scorer, "preserves_model", False)
+    bar = Progress(len(densities), spec.name, enabled=progress_enabled(progress), callback=callback)
+    with bar:
+        for step, density in enumerate(densities, start=1):
+            keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
+            if restore:
+                work.load_state_dict(snapshot)
+                work.eval()
+            device_masks = {n: m.to(device) for n, m in current.items()}
+            scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
+            if set(scores) != set(names):
+                raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
+            current = allocate(
+                {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
+            )
+            bar.step(density=keep / total, kept=keep)
     return MaskSet(current)
 
 

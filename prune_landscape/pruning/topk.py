@@ -47,10 +47,29 @@ def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = Non
         raise ValueError(f"k must be in [0, {candidates.numel()}] (the available entries), got {k}")
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
     if k:
-        # Stable descending sort over candidates listed in ascending index order: ties keep lower index.
-        order = torch.sort(flat[candidates], descending=True, stable=True).indices[:k]
-        keep[candidates[order]] = True
+        keep[candidates[_top_k_positions(flat[candidates], k)]] = True
     return keep.reshape(scores.shape)
+
+
+def _top_k_positions(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` largest ``values``, ties to the lower position: a stable descending sort's first k.
+
+    Found in linear time: the k-th largest value is the threshold; everything above it is kept, and of the
+    entries equal to it the first ``k - #above`` in position order. This is exactly the set a stable sort
+    picks, without sorting (a full sort was a third of an iterative SynFlow run on ResNet-20).
+    """
+    if k == values.numel():
+        return torch.arange(k)
+    # The k-th largest (topk beats kthvalue on CPU), selected from whichever side is smaller.
+    if 2 * k <= values.numel():
+        threshold = torch.topk(values, k, sorted=False).values.min()
+    else:
+        threshold = torch.topk(values, values.numel() - k + 1, largest=False, sorted=False).values.max()
+    above = values > threshold
+    ties = torch.nonzero(values == threshold, as_tuple=True)[0][: k - int(above.sum())]
+    keep = above.clone()
+    keep[ties] = True
+    return torch.nonzero(keep, as_tuple=True)[0]
 
 
 def apportion(total: int, weights: Sequence[int | float], caps: Sequence[int]) -> list[int]:
