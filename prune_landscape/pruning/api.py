@@ -31,7 +31,7 @@ from prune_landscape.pruning.allocation import (
 from prune_landscape.pruning.magnitude import magnitude_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, get_pruner
 from prune_landscape.pruning.reinit import resolve_init_fn
-from prune_landscape.pruning.schedules import exponential_densities
+from prune_landscape.pruning.schedules import exponential_densities, kept_at
 from prune_landscape.pruning.workspace import model_device, working_copy
 from prune_landscape.structure import final_layer_name
 
@@ -237,7 +237,7 @@ def prune(
     bar = Progress(len(densities), spec.name, enabled=progress_enabled(progress), callback=callback)
     with bar:
         for step, density in enumerate(densities, start=1):
-            keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
+            keep = target if step == len(densities) else min(kept_now, max(target, kept_at(density, total)))
             if restore:
                 work.load_state_dict(snapshot)
                 work.eval()
