@@ -372,14 +372,17 @@ def bench_ntk_sap(net, data, args, device, official) -> None:
             profiles["theirs"].append(layer_densities(theirs(seed)))
         ours_mean = [statistics.mean(col) for col in zip(*profiles["ours"])]
         theirs_mean = [statistics.mean(col) for col in zip(*profiles["theirs"])]
-        spread = [statistics.pstdev(col) for col in zip(*(profiles["ours"] + profiles["theirs"]))]
-        within = [abs(a - b) for a, b in zip(ours_mean, theirs_mean)]
-        seed_spread = [max(col) - min(col) for col in zip(*profiles["theirs"])]
-        inside = sum(w <= s + 1e-12 for w, s in zip(within, seed_spread))
-        print(f"    per-layer density, {args.seeds} seeds each: |mean ours - mean reference| max {max(within):.4f}, "
-              f"median {statistics.median(within):.4f}; reference seed-to-seed range median "
-              f"{statistics.median(seed_spread):.4f}; {inside}/{len(within)} layers within the reference's range "
-              f"(pooled std median {statistics.median(spread):.4f})", flush=True)
+        gap = [abs(a - b) for a, b in zip(ours_mean, theirs_mean)]
+        # Seed-to-seed spread: the standard error of the difference of two means of `seeds` runs each.
+        error = [
+            (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+            for a, b in zip(zip(*profiles["ours"]), zip(*profiles["theirs"]))
+        ]
+        z = [g / e if e > 0 else (0.0 if g == 0 else float("inf")) for g, e in zip(gap, error)]
+        print(f"    per-layer density over {args.seeds} seeds each: |mean ours - mean reference| median {statistics.median(gap):.4f}, "
+              f"max {max(gap):.4f}; in seed-to-seed standard errors: median {statistics.median(z):.2f}, max {max(z):.2f}; "
+              f"{sum(v <= 2 for v in z)}/{len(z)} layers within 2 standard errors", flush=True)
+        print("    layer densities ours/reference: " + " ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(ours_mean, theirs_mean)), flush=True)
 
 
 def main() -> None:

@@ -38,6 +38,9 @@ from prune_landscape.structure import final_layer_name
 __all__ = ["magnitude_step", "prune"]
 
 _SAMPLES_PER_CLASS = 10  # the papers' prune set: 10 x #classes samples
+# NTK-SAP's noise prune set stops growing at 1,024 samples (4 batches of 256): 10 x 1,000 classes would be
+# 10,000 noise images per scoring pass for an ImageNet head; README "Pruning methods" measures the effect.
+_MAX_NOISE_SAMPLES = 1024
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -131,6 +134,8 @@ def _prune_set(
             probe = torch.zeros((1, *framework["input_shape"]), device=device)
         with torch.no_grad():
             samples = _SAMPLES_PER_CLASS * int(work(probe).shape[-1])
+        if spec.data is DataUse.SHAPES:
+            samples = min(samples, _MAX_NOISE_SAMPLES)
     if data is None:  # shapes only: a placeholder whose values are never read
         return torch.zeros((samples, *framework["input_shape"]), device=device), torch.zeros(samples, dtype=torch.long, device=device)
     parts = list(iter_batches(data, batch_size, max_samples=samples))
@@ -173,7 +178,8 @@ def prune(
             ``kept``, ``elapsed_s`` and the scorer's own, e.g. ``synflow_flow``); see
             :func:`prune_landscape.progress.logger_callback` for Lightning loggers.
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
-            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples),
+            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples; for
+            NTK-SAP's noise at most 1,024),
             ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
             ``channels_last``, ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
             synflow ``double`` (True). Unknown options raise, listing the valid ones.
