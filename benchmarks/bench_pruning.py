@@ -344,7 +344,7 @@ def bench_ntk_sap(net, data, args, device, official) -> None:
     print(f"\nNTK-SAP vs {'official YiteWang/NTK-SAP code' if official else 'in-repo reference approach'} "
           f"(T={T}, R={R}, {data[0].shape[0]} noise samples, density {1 - sparsity}, median of {args.runs} pairs):")
     names = prunable_parameters(net)
-    for mode in ("batch", "eval"):
+    for mode in args.ntk_modes:
         if official is None and mode == "eval":
             continue  # the in-repo reference re-implements the scripts' batch-statistics mode only
 
@@ -399,6 +399,8 @@ def main() -> None:
     parser.add_argument("--ntk-iterations", type=int, default=20, help="T in the all-methods table")
     parser.add_argument("--ntk-iterations-compare", type=int, default=4, help="T in the NTK-SAP comparison")
     parser.add_argument("--ntk-repeats", type=int, default=5)
+    parser.add_argument("--ntk-modes", nargs="+", default=["batch", "eval"], choices=["batch", "eval"],
+                        help="NTK-SAP BatchNorm modes to compare (official: --prune-train-mode True / not given)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["methods", "synflow", "ntk_sap"])
     args = parser.parse_args()
     if args.quick:

@@ -113,7 +113,7 @@ class Progress:
         self._pending = {}
         if self._bar is not None:
             shown = {k: v for k, v in values.items() if k in scalars}
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+            self._bar.set_postfix({k: _short(v) for k, v in shown.items()}, refresh=False)
             self._bar.update(1)
         if self.callback is not None:
             self.callback(values)
@@ -126,6 +126,10 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _short(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.4g}"
 
 
 def logger_callback(logger: Any, prefix: str = "prune/") -> ProgressCallback:

@@ -57,13 +57,11 @@ def _top_k(values: torch.Tensor, k: int, candidates: torch.Tensor | None, count:
     """
     if k == 0:
         return torch.zeros(values.numel(), dtype=torch.bool)
-    # The k-th largest (topk beats kthvalue on CPU), selected from whichever side is smaller; non-candidates
-    # are pushed out of the way (-inf / +inf) and excluded again below, so infinite scores still work.
+    # The k-th largest candidate (topk beats kthvalue and sort on CPU), from whichever side is smaller.
+    pool = values if candidates is None else values.masked_select(candidates)
     if 2 * k <= count:
-        pool = values if candidates is None else values.masked_fill(~candidates, float("-inf"))
         threshold = torch.topk(pool, k, sorted=False).values.min()
     else:
-        pool = values if candidates is None else values.masked_fill(~candidates, float("inf"))
         threshold = torch.topk(pool, count - k + 1, largest=False, sorted=False).values.max()
     above = values > threshold
     ties = values == threshold
