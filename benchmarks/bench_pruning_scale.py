@@ -56,6 +56,10 @@ def main() -> None:
     for name in args.models:
         torch.manual_seed(0)
         net = getattr(torchvision.models, name)(weights=None, num_classes=1000).to(device)
+        if name.startswith("vit"):
+            # torchvision zero-initialises the ViT head, which makes SynFlow's flow R exactly 0 (every score 0).
+            with torch.no_grad():
+                net.heads.head.weight.normal_(0.0, net.heads.head.in_features ** -0.5)
         weights = sum(p.numel() for p in net.parameters() if p.dim() > 1)
         print(f"\n{name}: {weights / 1e6:.1f} M prunable weights")
         shape = (3, 224, 224)

@@ -120,3 +120,13 @@ def test_progress_flag_and_logger_adapter():
         logger_callback(object())
     with pytest.raises(ValueError, match="progress must be None"):
         prune(models.mlp([4, 3]), "magnitude", 0.5, progress="loud")
+
+
+def test_synflow_warns_when_the_flow_is_zero():
+    net = models.mlp([4, 3, 2], activation="linear", bias=False)
+    with torch.no_grad():
+        net.fc2.weight.zero_()  # a zero-initialised head (torchvision ViT's) blocks every path
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters()}
+    with pytest.warns(RuntimeWarning, match="flow R is exactly 0"):
+        scores = synflow_scores(working_copy(net), masks, (torch.zeros(1, 4), None), None)
+    assert all(float(s.abs().sum()) == 0.0 for s in scores.values())

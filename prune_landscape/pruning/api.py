@@ -181,8 +181,9 @@ def prune(
             ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples; for
             NTK-SAP's noise at most 1,024),
             ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
-            ``channels_last``, ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
-            synflow ``double`` (True). Unknown options raise, listing the valid ones.
+            ``channels_last``, ``fold_batchnorm``, ``batchnorm`` ("batch"), ``double`` (False); grasp
+            ``temperature`` (200), ``loss_fn``; snip ``loss_fn``; synflow ``double`` (None: float32, float64
+            on overflow), ``fold_batchnorm``. Unknown options raise, listing the valid ones.
 
     Returns:
         A :class:`MaskSet` over every prunable weight.

@@ -38,6 +38,7 @@ Example (two-layer linear net, hand-worked: ``score1[i, j] = |W1[i, j]| * sum_k 
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -206,6 +207,14 @@ def synflow_scores(
             )
         dtype = torch.float64
         flow, scores = _twin(model, names, sample_shape, dtype, fold_batchnorm).scores(masks)
+        if float(flow) == 0.0:
+            warnings.warn(
+                "SynFlow's flow R is exactly 0, so every score is 0 and the kept set falls to the tie rule "
+                "(lower index first); typical cause: a zero-initialised layer on every path, such as "
+                "torchvision ViT's classification head",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     report(synflow_flow=float(flow), synflow_float64=float(dtype == torch.float64))
     return scores
 
