@@ -3,7 +3,8 @@
 :func:`prune_landscape.pruning.prune` wraps its schedule in a :class:`Progress`: a ``tqdm`` bar
 (iterations done, rate, ETA) and, per iteration, one dict of scalars handed to an optional callback.
 Scorers add their own scalars with :func:`report` (SynFlow: the flow ``R`` and whether float64 was
-needed; NTK-SAP: the mean squared output distance), with no change to the scorer signature.
+needed; NTK-SAP: the mean squared output distance) and move the bar within a long iteration with
+:func:`advance`, with no change to the scorer signature.
 
 The bar is on when ``progress=True``, off with ``progress=False``; ``None`` (the default) turns it on
 only for an interactive terminal: never under pytest or CI (``PYTEST_CURRENT_TEST`` / ``CI`` set) or
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Progress", "ProgressCallback", "logger_callback", "progress_enabled", "report"]
+__all__ = ["Progress", "ProgressCallback", "advance", "logger_callback", "progress_enabled", "report"]
 
 #: Receives one dict of scalars per iteration (``iteration``, ``iterations``, ``elapsed_s`` and the rest).
 ProgressCallback = Callable[[dict[str, float]], None]
@@ -60,6 +61,18 @@ def report(**scalars: float) -> None:
     active = _ACTIVE.get()
     if active is not None:
         active._pending.update({k: float(v) for k, v in scalars.items()})
+
+
+def advance(done: int, total: int) -> None:
+    """Move the active bar to ``done / total`` of the current iteration (a no-op without an active bar).
+
+    Scorers whose single iteration is long (NTK-SAP: R x #batches noise batches) call this after each unit
+    of work, so the bar and its ETA move within an iteration too.
+    """
+    active = _ACTIVE.get()
+    if active is not None and active._bar is not None and total > 0:
+        target = active.iteration + min(1.0, done / total)
+        active._bar.update(target - active._bar.n)  # update() honours the bar's delay; refresh() would not
 
 
 class Progress:
@@ -114,6 +127,7 @@ class Progress:
         if self._bar is not None:
             shown = {k: v for k, v in values.items() if k in scalars}
             self._bar.set_postfix({k: _short(v) for k, v in shown.items()}, refresh=False)
+            self._bar.n = self.iteration - 1  # undo any fraction advance() set within this iteration
             self._bar.update(1)
         if self.callback is not None:
             self.callback(values)

@@ -130,3 +130,19 @@ def test_synflow_warns_when_the_flow_is_zero():
     with pytest.warns(RuntimeWarning, match="flow R is exactly 0"):
         scores = synflow_scores(working_copy(net), masks, (torch.zeros(1, 4), None), None)
     assert all(float(s.abs().sum()) == 0.0 for s in scores.values())
+
+
+def test_ntk_sap_moves_the_bar_within_an_iteration(capsys):
+    net = models.mlp([6, 8, 3])
+    prune(net, "ntk_sap", 0.5, input_shape=(6,), prune_samples=8, batch_size=2, iterations=2, repeats=2, progress=True)
+    err = capsys.readouterr().err  # the bar appears after 1 s; a fast run may print nothing
+    assert err == "" or "2/2" in err, err[-300:]
+    seen = []
+    with Progress(2, "ntk", enabled=True, delay=0.0) as bar:
+        from prune_landscape.progress import advance
+
+        advance(1, 4)
+        seen.append(bar._bar.n)
+        bar.step()
+        seen.append(bar._bar.n)
+    assert seen == [0.25, 1]

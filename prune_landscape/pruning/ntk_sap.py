@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import iter_batches
-from prune_landscape.progress import report
+from prune_landscape.progress import advance, report
 from prune_landscape.pruning.bnfold import FoldedNetwork
 from prune_landscape.pruning.reinit import InitFn, resolve_init_fn
 from prune_landscape.pruning.workspace import masked_call, weight_of
@@ -129,5 +129,6 @@ def ntk_sap_scores(
             for n, g in zip(names, torch.autograd.grad(distance, [soft[n] for n in names], allow_unused=True)):
                 if g is not None:
                     total[n] += g
+            advance(len(distances), repeats * len(shapes))
     report(ntk_sap_distance=float(torch.stack(distances).mean()))
     return {n: total[n].abs() * hard[n] for n in names}
