@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from prune_landscape import models
 from prune_landscape.progress import Progress, logger_callback, progress_enabled, report
-from prune_landscape.pruning import prune, synflow_scores, topk_mask
+from prune_landscape.pruning import ntk_sap_scores, prune, synflow_scores, topk_mask
 from prune_landscape.pruning.workspace import working_copy
 
 
@@ -146,3 +146,34 @@ def test_ntk_sap_moves_the_bar_within_an_iteration(capsys):
         bar.step()
         seen.append(bar._bar.n)
     assert seen == [0.25, 1]
+
+
+def test_ntk_sap_eval_batchnorm_normalises_with_reset_statistics():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[1].running_mean.fill_(5.0)  # the model's own statistics belong to other weights: ignored
+        net[1].running_var.fill_(9.0)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters() if p.dim() > 1}
+    shape = (8, 3)
+    scores = ntk_sap_scores(
+        working_copy(net), masks, (torch.zeros(shape), torch.zeros(shape[0])), torch.Generator().manual_seed(3),
+        repeats=1, init_fn=lambda model, generator: model.load_state_dict(state), batchnorm="eval",
+    )
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(shape, generator=g, dtype=torch.float64)
+    xi = {n: torch.randn(m.shape, generator=g, dtype=torch.float64) for n, m in masks.items()}
+    w1, b1, w2, b2 = (net.get_parameter(n).detach() for n in ("0.weight", "0.bias", "3.weight", "3.bias"))
+
+    def forward(a, b):  # reset statistics: mean 0, variance 1
+        return torch.relu((z @ a.T + b1) / (1.0 + 1e-5) ** 0.5) @ b.T + b2
+
+    m1 = torch.ones_like(w1, requires_grad=True)
+    m2 = torch.ones_like(w2, requires_grad=True)
+    loss = ((forward(w1 * m1, w2 * m2) - forward((w1 + 0.01 * xi["0.weight"]) * m1, (w2 + 0.01 * xi["3.weight"]) * m2)) ** 2).sum()
+    g1, g2 = torch.autograd.grad(loss, [m1, m2])
+    torch.testing.assert_close(scores["0.weight"], g1.abs(), rtol=1e-10, atol=1e-20)
+    torch.testing.assert_close(scores["3.weight"], g2.abs(), rtol=1e-10, atol=1e-20)
+    with pytest.raises(ValueError, match="batchnorm must be"):
+        prune(models.mlp([3, 4, 2]), "ntk_sap", 0.5, input_shape=(3,), batchnorm="train")

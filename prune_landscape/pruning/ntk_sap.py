@@ -94,7 +94,6 @@ def ntk_sap_scores(
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
         norm.momentum = 1.0  # running stats = exactly this batch's stats (private copy: nothing to restore)
-        norm.reset_running_stats()  # "eval" normalises with these (mean 0, var 1) throughout
     names = list(masks)
     dtype = weight_of(model, names[0]).dtype
     device = weight_of(model, names[0]).device
@@ -112,9 +111,9 @@ def ntk_sap_scores(
             if channels_last and noise.dim() == 4:
                 noise = noise.contiguous(memory_format=torch.channels_last)
             perturbation = {n: torch.randn(theta[n].shape, generator=generator, dtype=dtype).to(device) for n in names}
+            for norm in norms:  # after the re-draw: an init_fn may have loaded statistics too
+                norm.reset_running_stats()
             if batchnorm == "batch":
-                for norm in norms:
-                    norm.reset_running_stats()
                 model.train()
                 with torch.no_grad():
                     masked_call(model, {n: theta[n] * hard[n] for n in names}, noise)
