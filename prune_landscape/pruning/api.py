@@ -189,7 +189,7 @@ def prune(
         A :class:`MaskSet` over every prunable weight.
 
     Raises:
-        ValueError: bad sparsity, method, option, missing data, impossible final-layer policy, a model
+        ValueError: bad sparsity, method, option, progress flag or callback, missing data, impossible final-layer policy, a model
             NTK-SAP cannot re-initialise, or a target denser than the masks already in force; all
             before any scoring.
 
@@ -208,6 +208,9 @@ def prune(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     framework, scorer_options = _validate(model, spec, data, dict(options))
+    show_progress = progress_enabled(progress)  # checks the flag before any work
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable with one dict of scalars, got {type(callback).__name__}")
     names = prunable_parameters(model)
     current = _current_masks(model, names)
     total = sum(m.numel() for m in current.values())
@@ -241,7 +244,7 @@ def prune(
     densities = exponential_densities(kept_now / total, end_density, framework["iterations"]) if target else [0.0]
     # A scorer that never writes to the model (synflow_scores.preserves_model) needs no restore per iteration.
     restore = not getattr(spec.scorer, "preserves_model", False)
-    bar = Progress(len(densities), spec.name, enabled=progress_enabled(progress), callback=callback)
+    bar = Progress(len(densities), spec.name, enabled=show_progress, callback=callback)
     with bar:
         for step, density in enumerate(densities, start=1):
             keep = target if step == len(densities) else min(kept_now, max(target, kept_at(density, total)))
