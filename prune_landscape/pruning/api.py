@@ -189,9 +189,9 @@ def prune(
         A :class:`MaskSet` over every prunable weight.
 
     Raises:
-        ValueError: bad sparsity, method, option, progress flag or callback, missing data, impossible final-layer policy, a model
-            NTK-SAP cannot re-initialise, or a target denser than the masks already in force; all
-            before any scoring.
+        ValueError: bad sparsity, method, option, progress flag or callback, missing data, impossible
+            final-layer policy, a model NTK-SAP cannot re-initialise, or a target denser than the masks
+            already in force; all before any scoring.
 
     Example:
         >>> from prune_landscape import models
