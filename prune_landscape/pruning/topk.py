@@ -69,6 +69,8 @@ def _top_k(values: torch.Tensor, k: int, candidates: torch.Tensor | None, count:
         above &= candidates
         ties &= candidates
     needed = k - int(above.sum())
+    if needed == int(ties.sum()):  # the usual case: every tie fits (often the threshold entry alone)
+        return above | ties
     return above | (ties & (torch.cumsum(ties, 0) <= needed))
 
 
