@@ -89,7 +89,7 @@ def test_pruned_entries_stay_pruned_across_iterations(scorer, data_use, options)
     final = prune(_net(), "spy", 0.9, _data(), iterations=5)
     seen.append(final.to_dict())
     counts = [sum(int(m.sum()) for m in step.values()) for step in seen]
-    assert counts == [144] + [round(144 * 0.1 ** (t / 5)) for t in range(1, 6)]
+    assert counts == [144] + [144 - int((1 - 0.1 ** (t / 5)) * 144) for t in range(1, 5)] + [round(0.1 * 144)]
     for earlier, later in zip(seen, seen[1:]):
         assert all(not (later[n] & ~earlier[n]).any() for n in earlier)
 

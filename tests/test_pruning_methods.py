@@ -85,13 +85,13 @@ def test_synflow_closed_form_two_layer_linear():
     # R = 1^T |W2| |W1| 1: dR/dW1[i, j] = sum_k |W2[k, i]|, dR/dW2[k, i] = sum_j |W1[i, j]|.
     oracle1 = w1.abs() * w2.abs().sum(0)[:, None]
     oracle2 = w2.abs() * w1.abs().sum(1)[None, :]
-    scores = synflow_scores(working_copy(net), _masks(net), (torch.zeros(1, 5), None), None)
+    scores = synflow_scores(working_copy(net), _masks(net), (torch.zeros(1, 5), None), None, double=True)
     torch.testing.assert_close(scores["fc1.weight"], oracle1, rtol=1e-12, atol=0)
     torch.testing.assert_close(scores["fc2.weight"], oracle2, rtol=1e-12, atol=0)
     # With a mask, pruned entries carry no flow: W1[0, :] pruned removes hidden unit 0 from W2's scores.
     masks = _masks(net)
     masks["fc1.weight"][0] = False
-    scores = synflow_scores(working_copy(net), masks, (torch.zeros(1, 5), None), None)
+    scores = synflow_scores(working_copy(net), masks, (torch.zeros(1, 5), None), None, double=True)
     assert torch.all(scores["fc2.weight"][:, 0] == 0) and torch.all(scores["fc1.weight"][0] == 0)
 
 
@@ -103,7 +103,7 @@ def test_synflow_uses_absolute_batchnorm_buffers_and_float64():
         net[1].running_var.copy_(torch.tensor([4.0, 9.0]))
         net[1].weight.copy_(torch.tensor([-1.0, 2.0]))
         net[2].weight.copy_(torch.tensor([[2.0, -1.0]]))
-    scores = synflow_scores(working_copy(net), _masks(net), (torch.zeros(1, 2), None), None)
+    scores = synflow_scores(working_copy(net), _masks(net), (torch.zeros(1, 2), None), None, double=True)
     # eval BN with |buffers|: y_i = |g_i| (h_i - |mu_i|) / sqrt(|var_i| + eps); dR/dW1[i, j] = |W2_i| |g_i| / sd_i.
     sd = torch.sqrt(torch.tensor([4.0, 9.0], dtype=torch.float64) + 1e-5)
     factor = torch.tensor([2.0, 1.0], dtype=torch.float64) * torch.tensor([1.0, 2.0], dtype=torch.float64) / sd

@@ -20,6 +20,7 @@ from torch import nn
 from prune_landscape.batching import DataLike, first_batch, iter_batches, require_data
 from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet, prunable_parameters
+from prune_landscape.progress import Progress, ProgressCallback, progress_enabled
 from prune_landscape.pruning.allocation import (
     FinalLayerMode,
     FinalLayerPolicy,
@@ -31,13 +32,16 @@ from prune_landscape.pruning.allocation import (
 from prune_landscape.pruning.magnitude import magnitude_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, get_pruner
 from prune_landscape.pruning.reinit import resolve_init_fn
-from prune_landscape.pruning.schedules import exponential_densities
+from prune_landscape.pruning.schedules import exponential_densities, kept_at
 from prune_landscape.pruning.workspace import model_device, working_copy
 from prune_landscape.structure import final_layer_name
 
 __all__ = ["magnitude_step", "prune"]
 
 _SAMPLES_PER_CLASS = 10  # the papers' prune set: 10 x #classes samples
+# NTK-SAP's noise prune set stops growing at 1,024 samples (4 batches of 256): 10 x 1,000 classes would be
+# 10,000 noise images per scoring pass for an ImageNet head; README "Pruning methods" measures the effect.
+_MAX_NOISE_SAMPLES = 1024
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -131,6 +135,8 @@ def _prune_set(
             probe = torch.zeros((1, *framework["input_shape"]), device=device)
         with torch.no_grad():
             samples = _SAMPLES_PER_CLASS * int(work(probe).shape[-1])
+        if spec.data is DataUse.SHAPES:
+            samples = min(samples, _MAX_NOISE_SAMPLES)
     if data is None:  # shapes only: a placeholder whose values are never read
         return torch.zeros((samples, *framework["input_shape"]), device=device), torch.zeros(samples, dtype=torch.long, device=device)
     parts = list(iter_batches(data, batch_size, max_samples=samples))
@@ -148,6 +154,8 @@ def prune(
     final_layer: str | float | FinalLayerPolicy = "prune",
     scope: str | Scope = "global",
     seed: int = 0,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
     **options: Any,
 ) -> MaskSet:
     """Compute a pruning mask; the model is left exactly as found (apply it with ``masks.apply_to(model)``).
@@ -165,19 +173,26 @@ def prune(
             ``"min_density=0.3"``) of the final layer (found by ``structure.final_layer_name``).
         scope: ``"global"`` (default), ``"layerwise"`` or ``"erk"``.
         seed: seeds the ``torch.Generator`` behind every random draw: same seed, same mask.
+        progress: a tqdm bar with an ETA over the schedule's iterations; None (default) = only in an
+            interactive terminal, never under pytest/CI (:mod:`prune_landscape.progress`).
+        callback: called after every iteration with a dict of scalars (``iteration``, ``density``,
+            ``kept``, ``elapsed_s`` and the scorer's own, e.g. ``synflow_flow``); see
+            :func:`prune_landscape.progress.logger_callback` for Lightning loggers.
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
-            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples),
+            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples; for
+            NTK-SAP's noise at most 1,024),
             ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
-            ``channels_last``, ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
-            synflow ``double`` (True). Unknown options raise, listing the valid ones.
+            ``channels_last``, ``fold_batchnorm``, ``batchnorm`` ("batch"), ``double`` (False); grasp
+            ``temperature`` (200), ``loss_fn``; snip ``loss_fn``; synflow ``double`` (None: float32, float64
+            on overflow), ``fold_batchnorm``. Unknown options raise, listing the valid ones.
 
     Returns:
         A :class:`MaskSet` over every prunable weight.
 
     Raises:
-        ValueError: bad sparsity, method, option, missing data, impossible final-layer policy, a model
-            NTK-SAP cannot re-initialise, or a target denser than the masks already in force; all
-            before any scoring.
+        ValueError: bad sparsity, method, option, progress flag or callback, missing data, impossible
+            final-layer policy, a model NTK-SAP cannot re-initialise, or a target denser than the masks
+            already in force; all before any scoring.
 
     Example:
         >>> from prune_landscape import models
@@ -194,6 +209,9 @@ def prune(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     framework, scorer_options = _validate(model, spec, data, dict(options))
+    show_progress = progress_enabled(progress)  # checks the flag before any work
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable with one dict of scalars, got {type(callback).__name__}")
     names = prunable_parameters(model)
     current = _current_masks(model, names)
     total = sum(m.numel() for m in current.values())
@@ -226,17 +244,23 @@ def prune(
     # The nominal density drives the intermediate steps (d ** (t / T)); the last step keeps exactly `target`.
     end_density = min(1.0 - sparsity, kept_now / total)
     densities = exponential_densities(kept_now / total, end_density, framework["iterations"]) if target else [0.0]
-    for step, density in enumerate(densities, start=1):
-        keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
-        work.load_state_dict(snapshot)
-        work.eval()
-        device_masks = {n: m.to(device) for n, m in current.items()}
-        scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
-        if set(scores) != set(names):
-            raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
-        current = allocate(
-            {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
-        )
+    # A scorer that never writes to the model (synflow_scores.preserves_model) needs no restore per iteration.
+    restore = not getattr(spec.scorer, "preserves_model", False)
+    bar = Progress(len(densities), spec.name, enabled=show_progress, callback=callback)
+    with bar:
+        for step, density in enumerate(densities, start=1):
+            keep = target if step == len(densities) else min(kept_now, max(target, kept_at(density, total)))
+            if restore:
+                work.load_state_dict(snapshot)
+                work.eval()
+            device_masks = {n: m.to(device) for n, m in current.items()}
+            scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
+            if set(scores) != set(names):
+                raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
+            current = allocate(
+                {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
+            )
+            bar.step(density=keep / total, kept=keep)
     return MaskSet(current)
 
 

@@ -93,6 +93,15 @@ class FoldedNetwork:
         """``source`` in eval mode with the named parameters replaced by ``weights``, BatchNorms folded."""
         return functional_call(self.twin, self._weights(weights), (inputs,), strict=False)
 
+    def folded_parameters(self, weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The folded layers' weights and biases (twin names), from ``weights`` or the source's own tensors.
+
+        Callers whose weights and statistics stay fixed (SynFlow's |theta|) fold once with this and call the
+        twin directly instead of folding at every call.
+        """
+        out = self._weights(dict(weights or {}))
+        return {f"{layer}.{kind}": out[f"{layer}.{kind}"] for layer in self.pairs for kind in ("weight", "bias")}
+
     def _weights(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = dict(weights)
         for layer_name, norm_name in self.pairs.items():

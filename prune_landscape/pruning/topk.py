@@ -40,17 +40,38 @@ def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = Non
     flat = scores.detach().reshape(-1).to("cpu", torch.float64)
     if torch.isnan(flat).any():
         raise ValueError(f"scores must not contain NaN, got {int(torch.isnan(flat).sum())} NaN entries")
-    candidates = (
-        torch.arange(flat.numel()) if available is None else torch.nonzero(available.reshape(-1).cpu(), as_tuple=True)[0]
-    )
-    if not 0 <= k <= candidates.numel():
-        raise ValueError(f"k must be in [0, {candidates.numel()}] (the available entries), got {k}")
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    if k:
-        # Stable descending sort over candidates listed in ascending index order: ties keep lower index.
-        order = torch.sort(flat[candidates], descending=True, stable=True).indices[:k]
-        keep[candidates[order]] = True
-    return keep.reshape(scores.shape)
+    candidates = None if available is None else available.reshape(-1).to("cpu", torch.bool)
+    count = flat.numel() if candidates is None else int(candidates.sum())
+    if not 0 <= k <= count:
+        raise ValueError(f"k must be in [0, {count}] (the available entries), got {k}")
+    return _top_k(flat, k, candidates, count).reshape(scores.shape)
+
+
+def _top_k(values: torch.Tensor, k: int, candidates: torch.Tensor | None, count: int) -> torch.Tensor:
+    """The ``k`` largest ``values`` among ``candidates``, ties to the lower index: a stable descending sort's first k.
+
+    Found in linear time without index lists: the k-th largest candidate value is the threshold; every
+    candidate above it is kept, and of the candidates equal to it the first ``k - #above`` in index order
+    (a running count). This is exactly the set a stable sort picks (a full sort was a third of an
+    iterative SynFlow run on ResNet-20).
+    """
+    if k == 0:
+        return torch.zeros(values.numel(), dtype=torch.bool)
+    # The k-th largest candidate (topk beats kthvalue and sort on CPU), from whichever side is smaller.
+    pool = values if candidates is None else values.masked_select(candidates)
+    if 2 * k <= count:
+        threshold = torch.topk(pool, k, sorted=False).values.min()
+    else:
+        threshold = torch.topk(pool, count - k + 1, largest=False, sorted=False).values.max()
+    above = values > threshold
+    ties = values == threshold
+    if candidates is not None:
+        above &= candidates
+        ties &= candidates
+    needed = k - int(above.sum())
+    if needed == int(ties.sum()):  # the usual case: every tie fits (often the threshold entry alone)
+        return above | ties
+    return above | (ties & (torch.cumsum(ties, 0) <= needed))
 
 
 def apportion(total: int, weights: Sequence[int | float], caps: Sequence[int]) -> list[int]:
