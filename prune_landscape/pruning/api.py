@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_landscape.batching import DataLike, first_batch, iter_batches, require_data
+from prune_landscape.batching import (
+    Batches,
+    DataLike,
+    OutputTransform,
+    batch_size_of,
+    call_model,
+    cat_inputs,
+    first_batch,
+    iter_batches,
+    map_tensors,
+    require_data,
+)
 from prune_landscape.masks import MaskSet, prunable_parameters
 from prune_landscape.pruning.allocation import (
     FinalLayerMode,
@@ -27,16 +40,22 @@ from prune_landscape.pruning.allocation import (
     check_final_layer_budget,
     num_to_keep,
 )
+from prune_landscape.pruning.fit import check_fit, check_loss_fit
 from prune_landscape.pruning.magnitude import magnitude_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, get_pruner
 from prune_landscape.pruning.reinit import resolve_init_fn
 from prune_landscape.pruning.schedules import exponential_densities
-from prune_landscape.pruning.workspace import model_device, working_copy
-from prune_landscape.structure import final_layer_name
+from prune_landscape.pruning.workspace import model_device, output_of, working_copy
+from prune_landscape.structure import final_layer_name as _find_final_layer
 
 __all__ = ["magnitude_step", "prune"]
 
+logger = logging.getLogger(__name__)
+
 _SAMPLES_PER_CLASS = 10  # the papers' prune set: 10 x #classes samples
+#: NTK-SAP's default prune set is capped: its inputs are noise, so a 1000-class head would otherwise mean
+#: 10,000 noise samples x 5 repeats per iteration for no gain in what the score measures.
+NTK_SAP_MAX_DEFAULT_SAMPLES = 1024
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -53,13 +72,57 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _aliases(model: nn.Module, names: list[str]) -> dict[str, str]:
+    """Every name a prunable tensor is reachable under (tied parameters) -> its name in ``names``."""
+    canonical = {}
+    by_id = {}
+    for name in names:
+        try:
+            by_id[id(model.get_parameter(name))] = name
+        except AttributeError:
+            continue  # pruned (weight_orig) or parametrized: known under its own name only
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in by_id:
+            canonical[name] = by_id[id(parameter)]
+    canonical.update({n: n for n in names})
+    return canonical
+
+
 def _current_masks(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    found = MaskSet.from_module(model, source="hooks")
+    aliases = _aliases(model, names)
+    found = {aliases.get(n, n): m for n, m in MaskSet.from_module(model, source="hooks").items()}
     dense = MaskSet.dense(model, names)
     return {n: (found[n].clone() if n in found else dense[n].clone()) for n in names}
 
 
-def _sample_shape(model: nn.Module, data: DataLike | None, input_shape: Any, method: str) -> tuple[int, ...]:
+def _first_samples(inputs: Any, count: int = 2) -> Any:
+    """The first ``count`` samples of an input structure (all of it when its tensors share no batch dim)."""
+    if batch_size_of(inputs) is None:
+        return inputs
+    return map_tensors(lambda t: t[:count], inputs)
+
+
+def _example(data: DataLike | None, example_inputs: Any) -> tuple[Any, Any]:
+    """(example inputs, their targets or None): the user's example_inputs, else the first data samples."""
+    if example_inputs is not None:
+        if not isinstance(example_inputs, (torch.Tensor, tuple, list, Mapping)) or (
+            isinstance(example_inputs, (tuple, list)) and not example_inputs
+        ):
+            raise ValueError(
+                "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
+                f"got {type(example_inputs).__name__}"
+            )
+        return (tuple(example_inputs) if isinstance(example_inputs, list) else example_inputs), None
+    if data is None:
+        return None, None
+    inputs, targets = first_batch(data)
+    sliced = _first_samples(inputs)
+    if targets is not None and batch_size_of(inputs) is not None and targets.dim() > 0:
+        targets = targets[:2]
+    return sliced, targets
+
+
+def _sample_shape(model: nn.Module, example: Any, input_shape: Any, method: str) -> tuple[int, ...] | None:
     if input_shape is not None:
         try:
             shape = tuple(int(s) for s in input_shape)
@@ -68,18 +131,21 @@ def _sample_shape(model: nn.Module, data: DataLike | None, input_shape: Any, met
         if not shape or any(s < 1 for s in shape):
             raise ValueError(f"input_shape must list positive sizes, e.g. (3, 32, 32), got {input_shape!r}")
         return shape
-    if data is not None:
-        return tuple(first_batch(data)[0].shape[1:])
+    if isinstance(example, torch.Tensor):
+        return tuple(example.shape[1:])
+    if example is not None:
+        return None  # structured inputs: the example itself gives the shapes
     first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
     if isinstance(first, nn.Linear):
         return (first.in_features,)  # an MLP's input shape is readable from its first layer
     raise ValueError(
-        f"method {method!r} needs the input shape: pass data=... or input_shape=(C, H, W) (one sample's shape)"
+        f"method {method!r} needs the input shape: pass data=..., example_inputs=... or input_shape=(C, H, W) "
+        "(one sample's shape)"
     )
 
 
 def _validate(
-    model: nn.Module, spec: PrunerSpec, data: DataLike | None, options: dict[str, Any]
+    model: nn.Module, spec: PrunerSpec, data: DataLike | None, options: dict[str, Any], example: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split and check options before any work; returns (framework options, scorer options)."""
     unknown = sorted(set(options) - set(spec.valid_options()))
@@ -95,28 +161,48 @@ def _validate(
         raise ValueError("give prune_samples or num_batches, not both")
     if spec.data is DataUse.VALUES:
         require_data(data, f"pruning method {spec.name!r}")
-    elif spec.data is DataUse.SHAPES and data is None and framework.get("input_shape") is None:
+    elif spec.data is DataUse.SHAPES and data is None and framework.get("input_shape") is None and example is None:
         raise ValueError(
-            f"pruning method {spec.name!r} needs the batch shape: pass data=... or input_shape=(C, H, W) "
-            "(one sample's shape; the prune set is then 10 x #classes samples)"
+            f"pruning method {spec.name!r} needs the batch shape: pass data=..., example_inputs=... or "
+            "input_shape=(C, H, W) (one sample's shape; the prune set is then 10 x #classes samples)"
         )
     if data is not None:
         require_data(data, f"pruning method {spec.name!r}")
     if spec.data is DataUse.SAMPLE_SHAPE:
-        framework["input_shape"] = _sample_shape(model, data, framework.get("input_shape"), spec.name)
+        framework["input_shape"] = _sample_shape(model, example, framework.get("input_shape"), spec.name)
     elif framework.get("input_shape") is not None:
         framework["input_shape"] = _sample_shape(model, None, framework["input_shape"], spec.name)
-    if spec.name == "ntk_sap" or "init_fn" in spec.options:
-        resolve_init_fn(model, scorer_options.get("init_fn"))
     return framework, scorer_options
 
 
+def _probe(work: nn.Module, example: Any, device: torch.device) -> torch.Tensor:
+    """"The" output on the example (one no-grad forward), or a clear error when the model does not run on it."""
+    try:
+        with torch.no_grad():
+            return output_of(work, call_model(work, map_tensors(lambda t: t.to(device), example)))
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised with what to pass instead
+        raise ValueError(
+            f"the model does not run on the example inputs ({type(error).__name__}: {error}); pass example_inputs= "
+            "(a tensor, a tuple of positional inputs or a dict of keyword inputs) or data= batches the model takes"
+        ) from error
+
+
 def _prune_set(
-    work: nn.Module, spec: PrunerSpec, data: DataLike | None, framework: dict[str, Any], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+    spec: PrunerSpec,
+    data: DataLike | None,
+    framework: dict[str, Any],
+    device: torch.device,
+    example: Any,
+    outputs: torch.Tensor | None,
+) -> tuple[Any, Any] | None:
     if spec.data is DataUse.NONE:
         return None
+    to_device = lambda t: t.to(device)  # noqa: E731
     if spec.data is DataUse.SAMPLE_SHAPE:
+        if framework.get("input_shape") is None:  # structured float inputs: one sample of the example
+            return map_tensors(to_device, _first_samples(example, 1)), torch.zeros(1, dtype=torch.long, device=device)
         return torch.zeros((1, *framework["input_shape"]), device=device), torch.zeros(1, dtype=torch.long, device=device)
     batch_size = framework.get("batch_size", 256)
     if "prune_samples" in framework:
@@ -124,18 +210,35 @@ def _prune_set(
     elif "num_batches" in framework:
         samples = framework["num_batches"] * batch_size
     else:
-        if data is not None:
-            probe = first_batch(data)[0][:1].to(device)
-        else:
-            probe = torch.zeros((1, *framework["input_shape"]), device=device)
-        with torch.no_grad():
-            samples = _SAMPLES_PER_CLASS * int(work(probe).shape[-1])
+        samples = _SAMPLES_PER_CLASS * int(outputs.shape[-1])  # type: ignore[union-attr]
+        if spec.data is DataUse.SHAPES:
+            samples = min(samples, NTK_SAP_MAX_DEFAULT_SAMPLES)
     if data is None:  # shapes only: a placeholder whose values are never read
-        return torch.zeros((samples, *framework["input_shape"]), device=device), torch.zeros(samples, dtype=torch.long, device=device)
+        shape = framework.get("input_shape") or tuple(example.shape[1:])
+        return torch.zeros((samples, *shape), device=device), torch.zeros(samples, dtype=torch.long, device=device)
     parts = list(iter_batches(data, batch_size, max_samples=samples))
-    inputs = torch.cat([x for x, _ in parts]).to(device)
-    targets = torch.cat([y for _, y in parts]).to(device)
-    return inputs, targets
+    if all(batch_size_of(x) is not None for x, _ in parts) and all(y is not None for _, y in parts):
+        inputs = map_tensors(to_device, cat_inputs([x for x, _ in parts]))
+        return inputs, torch.cat([y for _, y in parts]).to(device)
+    return Batches((map_tensors(to_device, x), None if y is None else y.to(device)) for x, y in parts)
+
+
+def _final_layer(
+    work: nn.Module, example: Any, output_transform: OutputTransform | None, chosen: str | None, names: list[str]
+) -> str:
+    """The final layer's name in ``names``: the user's choice (checked), else the structure analysis's."""
+    aliases = _aliases(work, names)
+    if chosen is not None:
+        if chosen not in aliases:
+            raise ValueError(f"final_layer_name {chosen!r} is not a prunable weight; expected one of {names}")
+        return aliases[chosen]
+    kwargs = {}
+    if output_transform is not None and "output_transform" in inspect.signature(_find_final_layer).parameters:
+        kwargs["output_transform"] = output_transform
+    found = _find_final_layer(work, example, **kwargs)
+    name = aliases.get(found, found)
+    logger.info("final layer: %s (found automatically; pass final_layer_name=... to choose another)", name)
+    return name
 
 
 def prune(
@@ -147,36 +250,51 @@ def prune(
     final_layer: str | float | FinalLayerPolicy = "prune",
     scope: str | Scope = "global",
     seed: int = 0,
+    example_inputs: Any = None,
+    output_transform: OutputTransform | None = None,
+    final_layer_name: str | None = None,
     **options: Any,
 ) -> MaskSet:
     """Compute a pruning mask; the model is left exactly as found (apply it with ``masks.apply_to(model)``).
 
     Args:
-        model: any module with conv/linear layers. If it already carries masks (torch.nn.utils.prune or a
+        model: any module. Its prunable weights are :func:`~prune_landscape.masks.prunable_parameters`
+            (tied parameters count once). If it already carries masks (torch.nn.utils.prune or a
             parametrization with a ``mask``), pruned entries stay pruned and ``sparsity`` is the total target.
         method: one of :func:`available_methods` (``magnitude``, ``random``, ``snip``, ``grasp``,
-            ``synflow``, ``ntk_sap`` or a registered one).
+            ``synflow``, ``ntk_sap`` or a registered one). A method that cannot score this model is refused
+            before any work, saying why and what to use instead (:mod:`.fit`).
         sparsity: fraction of the prunable weights to remove, in [0, 1). Exactly
             ``round((1 - sparsity) * N)`` weights are kept (ties: module :mod:`.topk`).
-        data: a DataLoader, Dataset or (inputs, targets) pair. SNIP and GraSP need it; NTK-SAP needs it
-            or ``input_shape=``; SynFlow needs a sample shape (data, ``input_shape=``, or an MLP).
+        data: a DataLoader, Dataset or (inputs, targets) pair; inputs may be tensors, tuples (positional) or
+            dicts (keyword), batches may be dicts (``{"input_ids", "attention_mask", "labels"}``; see
+            :mod:`prune_landscape.batching`). SNIP and GraSP need it with targets; NTK-SAP needs it, an
+            example or ``input_shape=``; SynFlow needs a sample (data, example, ``input_shape=``, or an MLP).
         final_layer: ``"prune"`` (default, as in the papers), ``"dense"``, or a min density (``0.3`` or
-            ``"min_density=0.3"``) of the final layer (found by ``structure.final_layer_name``).
+            ``"min_density=0.3"``) of the final layer. An impossible policy raises, naming the largest floor
+            that fits.
         scope: ``"global"`` (default), ``"layerwise"`` or ``"erk"``.
         seed: seeds the ``torch.Generator`` behind every random draw: same seed, same mask.
+        example_inputs: how to feed the model (a tensor, a tuple of positional inputs or a dict of keyword
+            inputs, token ids included); default: the first two samples of ``data``.
+        output_transform: which output is "the" output: ``output_transform(raw_output) -> tensor``; default:
+            the tensor, ``.logits``, a dict's only tensor or a tuple's first element.
+        final_layer_name: the final layer's weight name when the automatic choice (logged) is not the head.
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
-            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples),
-            ``input_shape``, and each method's own: ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn``,
-            ``channels_last``, ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``;
-            synflow ``double`` (True). Unknown options raise, listing the valid ones.
+            ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples; for
+            ntk_sap at most ``NTK_SAP_MAX_DEFAULT_SAMPLES`` = 1024), ``input_shape``, and each method's own:
+            ntk_sap ``repeats`` (5), ``eps`` (0.01), ``init_fn`` (default: the model's
+            ``init_weights(generator)``, else every module's ``reset_parameters()``), ``channels_last``,
+            ``fold_batchnorm``; grasp ``temperature`` (200), ``loss_fn``; snip ``loss_fn``; synflow
+            ``double`` (True). Unknown options raise, listing the valid ones.
 
     Returns:
         A :class:`MaskSet` over every prunable weight.
 
     Raises:
-        ValueError: bad sparsity, method, option, missing data, impossible final-layer policy, a model
-            NTK-SAP cannot re-initialise, or a target denser than the masks already in force; all
-            before any scoring.
+        ValueError: bad sparsity, method, option, missing data, a method that does not fit the model,
+            impossible final-layer policy, a model NTK-SAP cannot re-initialise, or a target denser than the
+            masks already in force; all before any scoring.
 
     Example:
         >>> from prune_landscape import models
@@ -192,7 +310,13 @@ def prune(
     scope = Scope.parse(scope)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    framework, scorer_options = _validate(model, spec, data, dict(options))
+    if output_transform is not None and not callable(output_transform):
+        raise ValueError(f"output_transform must be a function raw_output -> tensor, got {type(output_transform).__name__}")
+    example, example_targets = _example(data, example_inputs)
+    framework, scorer_options = _validate(model, spec, data, dict(options), example)
+    check_fit(model, spec, example_inputs=example)
+    if "init_fn" in spec.options:
+        resolve_init_fn(model, scorer_options.get("init_fn"))
     names = prunable_parameters(model)
     current = _current_masks(model, names)
     total = sum(m.numel() for m in current.values())
@@ -207,14 +331,21 @@ def prune(
     if target == kept_now:
         return MaskSet(current)
 
-    work = working_copy(model)
+    work = working_copy(model, output_transform)
     device = model_device(work)
-    example = None
-    if data is not None:
-        example = first_batch(data)[0][:2].to(device)
-    final_name = final_layer_name(work, example) if policy.mode is not FinalLayerMode.PRUNE else None
+    needs_output = spec.data in (DataUse.SHAPES, DataUse.VALUES) and not ({"prune_samples", "num_batches"} & set(framework))
+    outputs = _probe(work, example, device) if example is not None and (needs_output or spec.data is DataUse.VALUES) else None
+    if outputs is None and needs_output:  # shapes only: the probe input is a placeholder of the sample shape
+        outputs = _probe(work, torch.zeros((1, *framework["input_shape"])), device)
+    if spec.data is DataUse.VALUES and outputs is not None:
+        check_loss_fit(spec, outputs, example_targets, custom_loss=scorer_options.get("loss_fn") is not None)
+    final_name = (
+        _final_layer(work, example, output_transform, final_layer_name, names) if policy.mode is not FinalLayerMode.PRUNE else None
+    )
     check_final_layer_budget(current, target, final_name, policy)
-    prune_set = _prune_set(work, spec, data, framework, device)
+    if output_transform is not None and "fold_batchnorm" in spec.options:
+        scorer_options.setdefault("fold_batchnorm", False)  # the folded twin returns the raw output
+    prune_set = _prune_set(spec, data, framework, device, example, outputs)
     for key in spec.accepts - set(spec.options):
         if key in framework and key != "iterations":
             scorer_options[key] = framework[key]
@@ -245,7 +376,9 @@ def magnitude_step(
     *,
     final_layer: str | float | FinalLayerPolicy = "prune",
     scope: str | Scope = "global",
-    example_input: torch.Tensor | None = None,
+    example_input: Any = None,
+    output_transform: OutputTransform | None = None,
+    final_layer_name: str | None = None,
 ) -> MaskSet:
     """Prune further by magnitude from ``current`` (gradual pruning and IMP rounds call this).
 
@@ -254,7 +387,8 @@ def magnitude_step(
         target_sparsity: total target in [0, 1), at least the sparsity of ``current``.
         current: the mask in force (default: read from the model's hooks; missing tensors are dense).
         final_layer, scope: as in :func:`prune`.
-        example_input: used only to find the final layer when the policy needs it.
+        example_input: used only to find the final layer when the policy needs it (tensor, tuple or dict).
+        output_transform, final_layer_name: as in :func:`prune` (used only to find the final layer).
 
     Example:
         >>> from prune_landscape import models
@@ -279,6 +413,10 @@ def magnitude_step(
             f"current mask keeps {kept_now} of {total} weights; masks only shrink, so target_sparsity must be "
             f">= {1 - kept_now / total:.4f}, got {target_sparsity}"
         )
-    final_name = final_layer_name(model, example_input) if policy.mode is not FinalLayerMode.PRUNE else None
+    final_name = (
+        _final_layer(model, example_input, output_transform, final_layer_name, names)
+        if policy.mode is not FinalLayerMode.PRUNE
+        else None
+    )
     scores = {n: s.detach().cpu() for n, s in magnitude_scores(model, masks, None, None).items()}
     return MaskSet(allocate(scores, masks, target, scope=scope, final_layer=final_name, policy=policy))

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from prune_landscape.batching import map_tensors
 from prune_landscape.pruning.workspace import masked_call, weight_of
 
 __all__ = ["synflow_scores"]
@@ -53,7 +54,7 @@ def synflow_scores(
     names = list(masks)
     theta = {n: weight_of(model, n) for n in names}
     soft = {n: masks[n].to(theta[n].dtype).requires_grad_(True) for n in names}
-    ones = torch.ones((1, *data[0].shape[1:]), dtype=dtype, device=data[0].device)
+    ones = map_tensors(lambda t: torch.ones((1, *t.shape[1:]), dtype=dtype, device=t.device), data[0])
     flow = masked_call(model, {n: theta[n] * soft[n] for n in names}, ones).sum()
     # dR/dm = theta * dR/dw: the reference's |theta * grad| on kept entries; pruned entries score 0.
     grads = torch.autograd.grad(flow, [soft[n] for n in names], allow_unused=True)
