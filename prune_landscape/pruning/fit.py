@@ -52,7 +52,8 @@ SCALE_INVARIANT_NORMS: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
-_NORM_NAME = re.compile(r"(layer|group|rms|instance)_?norm", re.IGNORECASE)
+# A class name that ends like a normalisation ("LlamaRMSNorm", "LayerNorm2d"), not "LayerNormMLP".
+_NORM_NAME = re.compile(r"(layer|group|rms|instance)_?norm(\d+d)?$", re.IGNORECASE)
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
 _SYNTHETIC = {"synflow": "one all-ones input", "ntk_sap": "Gaussian-noise inputs"}

@@ -28,11 +28,25 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 from prune_landscape.batching import iter_batches
 from prune_landscape.pruning.workspace import classification_loss, masked_call, weight_of
 
 __all__ = ["grasp_scores"]
+
+
+class _TwiceDifferentiable(TorchFunctionMode):
+    """Runs ``F.hardsigmoid`` (MobileNetV3's gates; its backward has no derivative) as ``relu6(x + 3) / 6``.
+
+    The same function (PyTorch defines hardsigmoid this way), built from ops that differentiate twice.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch protocol
+        kwargs = kwargs or {}
+        if func is nn.functional.hardsigmoid:
+            return nn.functional.relu6(args[0] + 3.0) / 6.0
+        return func(*args, **kwargs)
 
 
 def grasp_scores(
@@ -60,10 +74,10 @@ def grasp_scores(
     batches = list(iter_batches(data, batch_size))
     gradient = [torch.zeros_like(t) for t in leaves]
     hessian_gradient = [torch.zeros_like(t) for t in leaves]
-    # The fused attention kernels have no double backward: run scaled_dot_product_attention through its
-    # math backend (the same function) while GraSP differentiates twice. None below: a weight the output
-    # does not use (an auxiliary head): its gradient and H g row are 0.
-    with sdpa_kernel(SDPBackend.MATH):
+    # The fused attention kernels and hardsigmoid have no double backward: run scaled_dot_product_attention
+    # through its math backend and hardsigmoid as relu6(x + 3) / 6 (the same functions) while GraSP
+    # differentiates twice. None below: a weight the output does not use (an auxiliary head): 0.
+    with sdpa_kernel(SDPBackend.MATH), _TwiceDifferentiable():
         for inputs, targets in batches:
             for total, g in zip(gradient, torch.autograd.grad(batch_loss(inputs, targets), leaves, allow_unused=True)):
                 if g is not None:
