@@ -147,21 +147,36 @@ def check_final_layer_budget(
         raise ValueError(f"final layer {final_layer!r} is not among the masked tensors {list(current)}")
     final_available = int(current[final_layer].sum())
     total = sum(m.numel() for m in current.values())
+    size = current[final_layer].numel()
     if policy.mode is FinalLayerMode.DENSE:
         if final_available > num_keep:
             raise ValueError(
-                f"final_layer='dense' is impossible: {final_layer} alone has {final_available} weights but the "
-                f"budget is {num_keep} of {total} (density {num_keep / max(1, total):.4g}); "
-                "lower the sparsity or use a min density"
+                f"final_layer='dense' does not fit: {final_layer} alone keeps {final_available:,} weights but the whole "
+                f"budget is {num_keep:,} of {total:,} ({100 * final_available / max(1, num_keep):.0f} % of it). "
+                f"{_what_fits(num_keep, size, final_available, total)}"
             )
         return final_available
-    floor = min(final_available, math.ceil(policy.min_density * current[final_layer].numel() - 1e-9))  # type: ignore[operator]
+    floor = min(final_available, math.ceil(policy.min_density * size - 1e-9))  # type: ignore[operator]
     if floor > num_keep:
         raise ValueError(
-            f"final_layer min density {policy.min_density} needs {floor} weights of {final_layer} but the whole "
-            f"budget is {num_keep} of {total}; lower the sparsity or the floor"
+            f"final_layer min density {policy.min_density} needs {floor:,} weights of {final_layer} but the whole "
+            f"budget is {num_keep:,} of {total:,}. {_what_fits(num_keep, size, floor, total)}"
         )
     return floor
+
+
+def _what_fits(num_keep: int, size: int, needed: int, total: int) -> str:
+    """The two ways out of an impossible final-layer policy, with exact numbers."""
+    # The largest floor d with ceil(d * size) <= num_keep, rounded down to 4 decimals so it still fits.
+    largest_floor = math.floor(num_keep / size * 1e4) / 1e4
+    # The largest sparsity s with round((1 - s) * total) >= needed.
+    largest_sparsity = math.floor((1 - (needed - 0.5) / total) * 1e4) / 1e4
+    floor_text = (
+        f"The largest final-layer floor that fits is min_density={largest_floor:g} (final_layer={largest_floor:g})"
+        if largest_floor > 0
+        else "No final-layer floor fits"
+    )
+    return f"{floor_text}; or lower the sparsity to at most {largest_sparsity:g}"
 
 
 def allocate(

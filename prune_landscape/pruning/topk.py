@@ -46,10 +46,17 @@ def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = Non
     if not 0 <= k <= candidates.numel():
         raise ValueError(f"k must be in [0, {candidates.numel()}] (the available entries), got {k}")
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    if k:
-        # Stable descending sort over candidates listed in ascending index order: ties keep lower index.
-        order = torch.sort(flat[candidates], descending=True, stable=True).indices[:k]
-        keep[candidates[order]] = True
+    if k == candidates.numel():
+        keep[candidates] = True
+    elif k:
+        # The same set as a stable descending sort (ties keep the lower index), without sorting: every
+        # score above the k-th largest value, then the lowest-index entries equal to it. O(n), not O(n log n).
+        values = flat[candidates]
+        threshold = torch.kthvalue(values, values.numel() - k + 1).values
+        above = values > threshold
+        ties = torch.nonzero(values == threshold, as_tuple=True)[0][: k - int(above.sum())]
+        keep[candidates[above]] = True
+        keep[candidates[ties]] = True
     return keep.reshape(scores.shape)
 
 
