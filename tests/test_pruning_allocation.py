@@ -76,8 +76,12 @@ def test_final_layer_dense_and_min_density():
     assert masks["fc"].tolist() == [False, True, True, False] and masks["a"].tolist() == [True, True, False, False]
     masks = allocate(scores, _ones(scores), 4, final_layer="fc", policy="min_density=0.25")
     assert int(masks["fc"].sum()) == 1
-    with pytest.raises(ValueError, match="fc alone has 4 weights but the budget is 3"):
+    # Hand-worked way out: a floor d with ceil(4 d) <= 3 is at most 0.75; round((1 - s) * 8) >= 4 needs
+    # s <= 0.5625, given one step below the boundary (0.5624) so that rounding cannot cross it.
+    with pytest.raises(ValueError, match=r"fc alone keeps 4 weights but the whole budget is 3 of 8 \(133 % of it\)\. "
+                       r"The largest final-layer floor that fits is min_density=0\.75 .*at most 0\.5624"):
         allocate(scores, _ones(scores), 3, final_layer="fc", policy="dense")
+    assert int(allocate(scores, _ones(scores), 3, final_layer="fc", policy=0.75)["fc"].sum()) == 3
     with pytest.raises(ValueError, match="final_layer must be"):
         FinalLayerPolicy.parse("sparse")
     with pytest.raises(ValueError, match=r"in \(0, 1\], got 1.5"):

@@ -170,7 +170,7 @@ def _what_fits(num_keep: int, size: int, needed: int, total: int) -> str:
     # The largest floor d with ceil(d * size) <= num_keep, rounded down to 4 decimals so it still fits.
     largest_floor = math.floor(num_keep / size * 1e4) / 1e4
     # The largest sparsity s with round((1 - s) * total) >= needed.
-    largest_sparsity = math.floor((1 - (needed - 0.5) / total) * 1e4) / 1e4
+    largest_sparsity = math.floor((1 - (needed - 0.5 + 1e-6) / total) * 1e4) / 1e4
     floor_text = (
         f"The largest final-layer floor that fits is min_density={largest_floor:g} (final_layer={largest_floor:g})"
         if largest_floor > 0
