@@ -161,7 +161,7 @@ class _NoReset(nn.Module):
         (("counting_values", 0.5, "data"), {"eps": 0.1}, r"unknown option\(s\) \['eps'\].*valid options: \['batch_size'"),
         (("counting_values", 0.5, "data"), {"final_layer": "sparse"}, "final_layer must be"),
         (("counting_values", 0.5, "data"), {"scope": "local-ish"}, "scope must be one of"),
-        (("counting_values", 0.99, "data"), {"final_layer": "dense"}, r"fc3.weight alone has 32 weights but the budget is 1"),
+        (("counting_values", 0.99, "data"), {"final_layer": "dense"}, r"fc3.weight alone keeps 32 weights but the whole budget is 1 of \d+ .*largest final-layer floor that fits is min_density=0.03"),
     ],
 )
 def test_bad_input_raises_before_any_work(args, kwargs, message):
