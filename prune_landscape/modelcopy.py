@@ -27,7 +27,7 @@ import copy
 import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune, remove_spectral_norm, remove_weight_norm
-from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm, SpectralNormLoadStateDictPreHook
 from torch.nn.utils.weight_norm import WeightNorm
 
 __all__ = ["copy_model", "plain_copy"]
@@ -48,6 +48,15 @@ def copy_model(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model, memo)
     except Exception as error:  # noqa: BLE001 - re-raised with the reason
         raise TypeError(f"expected a model that copy.deepcopy can copy, got {type(model).__name__}: {error}") from error
+
+
+def _drop_spectral_norm_load_hook(module: nn.Module, name: str) -> None:
+    # remove_spectral_norm misses its load-state-dict hook when torch has wrapped it (_WrappedHook), and the
+    # hook would then demand `weight_orig` from every later load_state_dict of the copy.
+    for key, hook in list(module._load_state_dict_pre_hooks.items()):
+        inner = getattr(hook, "hook", hook)
+        if isinstance(inner, SpectralNormLoadStateDictPreHook) and inner.fn.name == name:
+            del module._load_state_dict_pre_hooks[key]
 
 
 def _private_class(module: nn.Module) -> None:
@@ -80,6 +89,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
                 remove_weight_norm(module, hook.name)
             elif isinstance(hook, SpectralNorm):
                 remove_spectral_norm(module, hook.name)
+                _drop_spectral_norm_load_hook(module, hook.name)
         if parametrize.is_parametrized(module):
             _private_class(module)
             for attr in list(module.parametrizations):

@@ -31,7 +31,8 @@ from prune_landscape.batching import (
     map_tensors,
     require_data,
 )
-from prune_landscape.masks import MaskSet, prunable_parameters
+from prune_landscape.layers import prunable_parameters, prunable_weights
+from prune_landscape.masks import MaskSet
 from prune_landscape.pruning.allocation import (
     FinalLayerMode,
     FinalLayerPolicy,
@@ -72,24 +73,17 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _aliases(model: nn.Module, names: list[str]) -> dict[str, str]:
-    """Every name a prunable tensor is reachable under (tied parameters) -> its name in ``names``."""
-    canonical = {}
-    by_id = {}
-    for name in names:
-        try:
-            by_id[id(model.get_parameter(name))] = name
-        except AttributeError:
-            continue  # pruned (weight_orig) or parametrized: known under its own name only
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if id(parameter) in by_id:
-            canonical[name] = by_id[id(parameter)]
-    canonical.update({n: n for n in names})
-    return canonical
+def _aliases(model: nn.Module, names: list[str], prunable: str = "layers") -> dict[str, str]:
+    """Every name a prunable tensor is reachable under (tied parameters) -> its canonical name in ``names``."""
+    aliases = {n: n for n in names}
+    for weight in prunable_weights(model, scope=prunable):  # type: ignore[arg-type]
+        if weight.name in aliases:
+            aliases.update({alias: weight.name for alias in weight.aliases})
+    return aliases
 
 
-def _current_masks(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    aliases = _aliases(model, names)
+def _current_masks(model: nn.Module, names: list[str], prunable: str = "layers") -> dict[str, torch.Tensor]:
+    aliases = _aliases(model, names, prunable)
     found = {aliases.get(n, n): m for n, m in MaskSet.from_module(model, source="hooks").items()}
     dense = MaskSet.dense(model, names)
     return {n: (found[n].clone() if n in found else dense[n].clone()) for n in names}
@@ -224,10 +218,15 @@ def _prune_set(
 
 
 def _final_layer(
-    work: nn.Module, example: Any, output_transform: OutputTransform | None, chosen: str | None, names: list[str]
+    work: nn.Module,
+    example: Any,
+    output_transform: OutputTransform | None,
+    chosen: str | None,
+    names: list[str],
+    prunable: str = "layers",
 ) -> str:
     """The final layer's name in ``names``: the user's choice (checked), else the structure analysis's."""
-    aliases = _aliases(work, names)
+    aliases = _aliases(work, names, prunable)
     if chosen is not None:
         if chosen not in aliases:
             raise ValueError(f"final_layer_name {chosen!r} is not a prunable weight; expected one of {names}")
@@ -253,6 +252,7 @@ def prune(
     example_inputs: Any = None,
     output_transform: OutputTransform | None = None,
     final_layer_name: str | None = None,
+    prunable: str = "layers",
     **options: Any,
 ) -> MaskSet:
     """Compute a pruning mask; the model is left exactly as found (apply it with ``masks.apply_to(model)``).
@@ -280,6 +280,9 @@ def prune(
         output_transform: which output is "the" output: ``output_transform(raw_output) -> tensor``; default:
             the tensor, ``.logits``, a dict's only tensor or a tuple's first element.
         final_layer_name: the final layer's weight name when the automatic choice (logged) is not the head.
+        prunable: which weights are pruned: ``"layers"`` (default: every Linear/Conv weight, the fused
+            attention projections, HF Conv1D) or ``"all"`` (also embeddings and recurrent weights); see
+            :mod:`prune_landscape.layers`. Tied tensors count once, under their canonical name.
         **options: ``iterations`` (exponential schedule; defaults: synflow 100, ntk_sap 20, else 1),
             ``batch_size`` (256), ``prune_samples`` or ``num_batches`` (default 10 x #classes samples; for
             ntk_sap at most ``NTK_SAP_MAX_DEFAULT_SAMPLES`` = 1024), ``input_shape``, and each method's own:
@@ -310,15 +313,17 @@ def prune(
     scope = Scope.parse(scope)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    if prunable not in ("layers", "all"):
+        raise ValueError(f"prunable must be 'layers' or 'all', got {prunable!r}")
     if output_transform is not None and not callable(output_transform):
         raise ValueError(f"output_transform must be a function raw_output -> tensor, got {type(output_transform).__name__}")
     example, example_targets = _example(data, example_inputs)
     framework, scorer_options = _validate(model, spec, data, dict(options), example)
-    check_fit(model, spec, example_inputs=example)
+    check_fit(model, spec, example_inputs=example, prunable=prunable)
     if "init_fn" in spec.options:
         resolve_init_fn(model, scorer_options.get("init_fn"))
-    names = prunable_parameters(model)
-    current = _current_masks(model, names)
+    names = prunable_parameters(model, scope=prunable)  # type: ignore[arg-type]
+    current = _current_masks(model, names, prunable)
     total = sum(m.numel() for m in current.values())
     target = num_to_keep(1.0 - sparsity, total)
     kept_now = sum(int(m.sum()) for m in current.values())
@@ -342,7 +347,7 @@ def prune(
         data_outputs = outputs if example_inputs is None else _probe(work, data_inputs, device)
         check_loss_fit(spec, data_outputs, data_targets, custom_loss=scorer_options.get("loss_fn") is not None)
     final_name = (
-        _final_layer(work, example, output_transform, final_layer_name, names) if policy.mode is not FinalLayerMode.PRUNE else None
+        _final_layer(work, example, output_transform, final_layer_name, names, prunable) if policy.mode is not FinalLayerMode.PRUNE else None
     )
     check_final_layer_budget(current, target, final_name, policy)
     if output_transform is not None and "fold_batchnorm" in spec.options:

@@ -14,6 +14,8 @@ a raw torch error. The rules, one per method family:
   ``sum theta * dR/dtheta = 0`` over each such layer and its scores are cancellation noise; an all-ones
   input through LayerNorm is 0 outright. Refused, naming the layers. BatchNorm in eval mode is affine and
   fine (SynFlow takes ``|running stats|``, as the reference code does).
+- **GraSP** differentiates twice; ``nn.EmbeddingBag`` has no second derivative w.r.t. its weight, so
+  GraSP with ``prunable="all"`` on a model with one is refused.
 - **Loss-based methods** (``snip``, ``grasp``) need targets and a loss. The default loss is
   :func:`~prune_landscape.pruning.workspace.classification_loss`: ``(N, C)`` logits with ``(N,)`` class
   indices (or soft ``(N, C)`` targets), or per-token ``(N, T, C)`` logits with ``(N, T)`` targets. Other
@@ -77,7 +79,7 @@ def _list(names: list[str]) -> str:
     return f"{names[:4]}{f' and {len(names) - 4} more' if len(names) > 4 else ''}"
 
 
-def check_fit(model: nn.Module, spec: PrunerSpec, *, example_inputs: Any = None) -> None:
+def check_fit(model: nn.Module, spec: PrunerSpec, *, example_inputs: Any = None, prunable: str = "layers") -> None:
     """Refuse a method that cannot score ``model`` (synthetic-input and SynFlow rules of the module docstring).
 
     Args:
@@ -85,11 +87,20 @@ def check_fit(model: nn.Module, spec: PrunerSpec, *, example_inputs: Any = None)
         spec: the method.
         example_inputs: what the model is fed (tensor / tuple / dict); None when only a shape is known
             (float inputs of that shape are then synthesised).
+        prunable: the prunable scope (``"layers"`` or ``"all"``, :mod:`prune_landscape.layers`).
 
     Raises:
         ValueError: naming the method, the reason and the fix.
     """
     name = spec.name
+    if name == "grasp" and prunable == "all":
+        bags = [n for n, m in model.named_modules() if isinstance(m, nn.EmbeddingBag)]
+        if bags:
+            raise ValueError(
+                f"grasp cannot score this model with prunable='all': it differentiates twice, and torch's "
+                f"EmbeddingBag ({_list(bags)}) has no second derivative w.r.t. its weight. Use prunable='layers' "
+                "(EmbeddingBag weights kept dense) or 'snip'"
+            )
     synthetic = name in _SYNTHETIC or spec.data in (DataUse.SAMPLE_SHAPE, DataUse.SHAPES)
     if not synthetic:
         return
