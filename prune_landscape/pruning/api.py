@@ -342,7 +342,7 @@ def prune(
     outputs = _probe(work, example, device) if example is not None and (needs_output or spec.data is DataUse.VALUES) else None
     if outputs is None and needs_output:  # shapes only: the probe input is a placeholder of the sample shape
         outputs = _probe(work, torch.zeros((1, *framework["input_shape"])), device)
-    if spec.data is DataUse.VALUES:  # the loss compares the model's output on data with the data's targets
+    if spec.data is DataUse.VALUES and "loss_fn" in spec.options:  # the loss compares outputs with the data's targets
         data_inputs, data_targets = _example(data, None) if example_inputs is not None else (example, example_targets)
         data_outputs = outputs if example_inputs is None else _probe(work, data_inputs, device)
         check_loss_fit(spec, data_outputs, data_targets, custom_loss=scorer_options.get("loss_fn") is not None)
