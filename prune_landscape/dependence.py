@@ -327,7 +327,8 @@ class _Recorder(TorchFunctionMode):
         feature_in = x if isinstance(x, torch.Tensor) and x.is_floating_point() and kind in ("linear", "conv") else None
         index = len(self.calls) if self.reference is not None else len(self.stored)
         if self.reference is None:  # pass B: keep the values for pass A to compare with
-            self.stored.append((out.detach(), None if feature_in is None else feature_in.detach()))
+            # Copies: the model may later modify these tensors in place (SiLU(inplace=True), ``x += y``).
+            self.stored.append((out.detach().clone(), None if feature_in is None else feature_in.detach().clone()))
             return out
         if index >= len(self.reference):
             raise RuntimeError("the forward pass called prunable layers in a different order on a second input")
@@ -367,18 +368,20 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
         # saturating functions (sigmoid, GELU's tail) are not pushed to exact constants.
         return torch.rand(tensor.shape, generator=generator, dtype=dtype, device=tensor.device).mul_(0.5).add_(0.5)
-    if embedding:
-        scale = 1.0
-    else:
-        fan_in = tensor.numel() // max(1, tensor.shape[unit_axis])
-        density = float(mask.float().mean()) if mask is not None and mask.numel() else 1.0
-        scale = 1.0 / math.sqrt(max(1.0, fan_in * density))
-    values.mul_(scale)
     # Kept entries must be non-zero: a randn draw of exactly 0 has probability ~1e-8 per entry in float32.
-    values[values == 0] = scale
-    if mask is not None:
-        values = values * mask.to(device=values.device, dtype=dtype)
-    return values
+    values[values == 0] = 1.0
+    if embedding:
+        return values if mask is None else values * mask.to(device=values.device, dtype=dtype)
+    if mask is None:
+        fan_in = tensor.numel() // max(1, tensor.shape[unit_axis])
+        return values.mul_(1.0 / math.sqrt(max(1, fan_in)))
+    # Each row scaled to its own kept fan-in: an input-dependent signal on a sparse path keeps its size
+    # instead of shrinking until a bias absorbs it in floating point.
+    mask = mask.to(device=values.device)
+    kept = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).sum(dim=1).clamp(min=1)
+    shape = [1] * mask.dim()
+    shape[unit_axis] = -1
+    return values.mul_(mask.to(dtype)).mul_(kept.to(dtype).rsqrt().reshape(shape))
 
 
 def _build_shadow(model: nn.Module) -> nn.Module:

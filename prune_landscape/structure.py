@@ -90,6 +90,7 @@ class LayerStructure:
         units: output units (neurons or channels); ``alive_units`` of them carry an input-to-output path.
         alive: bool tensor over the output units.
         unknown_units: units the analysis cannot decide (neither alive nor dead; see the module docstring).
+        unknown: bool tensor over the output units marking those (None when there are none).
     """
 
     name: str
@@ -103,6 +104,7 @@ class LayerStructure:
     alive_units: int
     alive: torch.Tensor = field(repr=False, compare=False)
     unknown_units: int = 0
+    unknown: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def dead_units(self) -> int:
@@ -462,7 +464,7 @@ def analyze_structure(
             LayerStructure(
                 name=weight.name, module=weight.module, kind=weight.kind, shape=shape, kept=kept, total=total,
                 density=kept / total if total else 1.0, units=int(alive.numel()), alive_units=int(alive.sum()),
-                alive=alive, unknown_units=int(unsure.sum()),
+                alive=alive, unknown_units=int(unsure.sum()), unknown=unsure if bool(unsure.any()) else None,
             )
         )
     layers.sort(key=lambda layer: (layer.name == final.name, first_call[layer.name]))
