@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
 
 from prune_landscape.batching import call_model, select_output  # noqa: E402
-from prune_landscape.layers import prunable_parameters  # noqa: E402
+from prune_landscape.layers import prunable_parameters, prunable_weights  # noqa: E402
 from prune_landscape.pruning import prune  # noqa: E402
 
 SPARSITY = 0.8
@@ -145,6 +145,7 @@ def test_every_method_on_zoo_model_is_exact_or_refused(name):
     model.train(train)
     before = _snapshot(model)
     methods = ("magnitude", "random") if name in HEAVY else METHODS
+    masks = None
     for method in methods:
         data = (inputs, targets) if method in ("snip", "grasp") else None
         options = SETTINGS.get(method, {})
@@ -156,6 +157,15 @@ def test_every_method_on_zoo_model_is_exact_or_refused(name):
                           seed=1, **options)
             _check_mask(model, masks, method)
         _assert_unchanged(before, model)
+    # final_layer="dense" finds the head automatically (structure analysis through output_transform) and keeps
+    # it whole, at a sparsity where it fits in the budget.
+    total = masks.num_total
+    head = model.get_submodule(entry.final_layer.rpartition(".")[0]).weight.numel()
+    sparsity = min(SPARSITY, round(1 - 1.2 * head / total, 4))
+    dense = prune(model, "random", sparsity, example_inputs=inputs, output_transform=entry.output_transform, final_layer="dense")
+    head_name = {a: w.name for w in prunable_weights(model) for a in (w.name, *w.aliases)}[entry.final_layer]
+    assert bool(dense[head_name].all()) and dense.num_kept == round((1 - sparsity) * total)
+    _assert_unchanged(before, model)
     unexpected = {m for (n, m) in REFUSALS if n == name} - set(methods)
     assert not unexpected or name in HEAVY
     with torch.no_grad():
