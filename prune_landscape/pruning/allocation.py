@@ -32,7 +32,16 @@ import torch
 
 from prune_landscape.pruning.topk import apportion, topk_mask
 
-__all__ = ["FinalLayerMode", "FinalLayerPolicy", "Scope", "allocate", "check_final_layer_budget", "num_to_keep"]
+__all__ = [
+    "FinalLayerFit",
+    "FinalLayerMode",
+    "FinalLayerPolicy",
+    "Scope",
+    "allocate",
+    "check_final_layer_budget",
+    "final_layer_fit",
+    "num_to_keep",
+]
 
 
 class Scope(str, Enum):
@@ -153,30 +162,71 @@ def check_final_layer_budget(
             raise ValueError(
                 f"final_layer='dense' does not fit: {final_layer} alone keeps {final_available:,} weights but the whole "
                 f"budget is {num_keep:,} of {total:,} ({100 * final_available / max(1, num_keep):.0f} % of it). "
-                f"{_what_fits(num_keep, size, final_available, total)}"
+                f"{final_layer_fit(num_keep, size, final_available, total).advice()}"
             )
         return final_available
     floor = min(final_available, math.ceil(policy.min_density * size - 1e-9))  # type: ignore[operator]
     if floor > num_keep:
         raise ValueError(
             f"final_layer min density {policy.min_density} needs {floor:,} weights of {final_layer} but the whole "
-            f"budget is {num_keep:,} of {total:,}. {_what_fits(num_keep, size, floor, total)}"
+            f"budget is {num_keep:,} of {total:,}. {final_layer_fit(num_keep, size, floor, total).advice()}"
         )
     return floor
 
 
-def _what_fits(num_keep: int, size: int, needed: int, total: int) -> str:
-    """The two ways out of an impossible final-layer policy, with exact numbers."""
-    # The largest floor d with ceil(d * size) <= num_keep, rounded down to 4 decimals so it still fits.
-    largest_floor = math.floor(num_keep / size * 1e4) / 1e4
-    # The largest sparsity s with round((1 - s) * total) >= needed.
-    largest_sparsity = math.floor((1 - (needed - 0.5 + 1e-6) / total) * 1e4) / 1e4
-    floor_text = (
-        f"The largest final-layer floor that fits is min_density={largest_floor:g} (final_layer={largest_floor:g})"
-        if largest_floor > 0
-        else "No final-layer floor fits"
+@dataclass(frozen=True)
+class FinalLayerFit:
+    """Whether a final layer kept whole fits a kept budget, and the largest settings that do.
+
+    Attributes:
+        fits: ``needed <= num_keep``.
+        needed: weights the final layer must keep (all of its kept weights for ``dense``).
+        num_keep: the kept budget over all prunable weights.
+        fraction_of_budget: ``needed / num_keep`` (what a "keep it dense" remedy costs).
+        largest_min_density: the largest floor ``d`` (4 decimals, rounded down) with
+            ``ceil(d * size) <= num_keep``: ``final_layer=d`` always fits; 0 when none does.
+        largest_sparsity: the largest sparsity (4 decimals, rounded down) whose kept count
+            ``round((1 - s) * total)`` still holds ``needed`` weights.
+    """
+
+    fits: bool
+    needed: int
+    num_keep: int
+    fraction_of_budget: float
+    largest_min_density: float
+    largest_sparsity: float
+
+    def advice(self) -> str:
+        """One sentence with the two ways out (used in the errors of :func:`check_final_layer_budget`)."""
+        floor_text = (
+            f"The largest final-layer floor that fits is min_density={self.largest_min_density:g} "
+            f"(final_layer={self.largest_min_density:g})"
+            if self.largest_min_density > 0
+            else "No final-layer floor fits"
+        )
+        return f"{floor_text}; or lower the sparsity to at most {self.largest_sparsity:g}"
+
+
+def final_layer_fit(num_keep: int, size: int, needed: int, total: int) -> FinalLayerFit:
+    """Does keeping ``needed`` of the final layer's ``size`` weights fit ``num_keep`` kept of ``total``?
+
+    Example:
+        >>> fit = final_layer_fit(num_keep=333, size=640, needed=640, total=1664)
+        >>> fit.fits, fit.largest_min_density, fit.largest_sparsity, round(fit.fraction_of_budget, 2)
+        (False, 0.5203, 0.6156, 1.92)
+    """
+    largest_floor = math.floor(num_keep / size * 1e4) / 1e4 if size else 0.0
+    # round((1 - s) * total) >= needed  <=>  s <= 1 - (needed - 0.5) / total; a hair below, so rounding
+    # at the boundary (Python's round-half-even) cannot cross it.
+    largest_sparsity = max(0.0, math.floor((1 - (needed - 0.5 + 1e-6) / total) * 1e4) / 1e4) if total else 0.0
+    return FinalLayerFit(
+        fits=needed <= num_keep,
+        needed=needed,
+        num_keep=num_keep,
+        fraction_of_budget=needed / num_keep if num_keep else math.inf,
+        largest_min_density=largest_floor,
+        largest_sparsity=largest_sparsity,
     )
-    return f"{floor_text}; or lower the sparsity to at most {largest_sparsity:g}"
 
 
 def allocate(
