@@ -259,3 +259,30 @@ def test_loss_methods_refuse_batches_without_targets_or_with_mismatched_ones():
     masks = prune(model, "snip", SPARSITY, (inputs, torch.tensor([1, 2])),
                   loss_fn=lambda out, y: nn.functional.cross_entropy(out[:, -1], y))
     assert masks.num_kept == round((1 - SPARSITY) * masks.num_total)
+
+
+@pytest.mark.parametrize("name", ["tied_lm", "gru_classifier", "embedding_bag", "lstm_classifier", "hf_gpt2_lm"])
+def test_prunable_all_adds_embeddings_and_recurrent_weights(name):
+    entry = zoo.entry(name)
+    model = entry.build()
+    inputs, targets = _example(name)
+    before = _snapshot(model)
+    extra = {
+        id(module.weight) for module in model.modules() if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+    } | {id(p) for module in model.modules() if isinstance(module, nn.RNNBase) for n, p in module.named_parameters() if n.startswith("weight_")}
+    assert extra
+    for method in ("magnitude", "snip", "grasp"):
+        run = lambda: prune(model, method, SPARSITY, (inputs, targets), example_inputs=inputs,  # noqa: E731
+                            output_transform=entry.output_transform, prunable="all")
+        if method == "grasp" and name == "embedding_bag":
+            with pytest.raises(ValueError, match=r"grasp cannot score this model with prunable='all'.*EmbeddingBag"):
+                run()
+            continue
+        masks = run()
+        held = {id(model.get_parameter(n)) for n in masks}
+        assert extra <= held, method
+        assert len(held) == len(masks)  # tied tensors once
+        assert masks.num_kept == round((1 - SPARSITY) * masks.num_total) == round(
+            (1 - SPARSITY) * sum(model.get_parameter(n).numel() for n in masks)
+        )
+        _assert_unchanged(before, model)

@@ -7,7 +7,9 @@ parametrizations and tied parameters.
 The copy remembers how to read the model's output (``output_transform``, see
 :func:`prune_landscape.batching.select_output`), so every scorer's :func:`masked_call` feeds tuple and dict
 inputs and returns "the" output tensor without knowing the model's conventions. Tied parameters stay tied
-in the copy: replacing one name replaces every use (``functional_call`` ties them).
+in the copy: replacing one name replaces every use (``functional_call`` ties them). The user's own
+forward hooks are copied with the model and run while scoring, since they may be part of what the model
+computes; a hook with side effects (appending activations to a list) therefore sees the scoring passes.
 
 Example:
     >>> import torch
