@@ -25,9 +25,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import inspect
 import os
+import re
 import statistics
 import sys
 import time
