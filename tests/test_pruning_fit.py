@@ -132,3 +132,32 @@ def _with_norm(norm: nn.Module) -> nn.Module:
     net = nn.Sequential(nn.Linear(2, 2))
     net.add_module("norm", norm)
     return net
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 5), nn.Linear(4, 5), nn.Linear(10, 3)
+
+    def forward(self, image, meta):
+        return self.head(torch.cat([torch.tanh(self.a(image)), torch.tanh(self.b(meta))], dim=1))
+
+
+class _Concatenated(_TwoInputs):
+    def forward(self, x):
+        return super().forward(x[:, :6], x[:, 6:])
+
+
+def test_ntk_sap_on_keyword_inputs_equals_ntk_sap_on_their_concatenation():
+    # One flat noise tensor split into the inputs is exactly the noise the single-input twin sees.
+    torch.manual_seed(0)
+    two, one = _TwoInputs(), _Concatenated()
+    one.load_state_dict(two.state_dict())
+    example = {"image": torch.randn(2, 6), "meta": torch.randn(2, 4)}
+    options = {"iterations": 2, "repeats": 2, "prune_samples": 6, "batch_size": 3}
+    structured = prune(two, "ntk_sap", 0.6, example_inputs=example, seed=5, **options)
+    flat = prune(one, "ntk_sap", 0.6, input_shape=(10,), seed=5, **options)
+    assert structured.num_kept == round(0.4 * (30 + 20 + 30))
+    assert structured == flat
+    with pytest.raises(ValueError, match="share no batch dimension"):
+        prune(two, "ntk_sap", 0.6, example_inputs={"image": torch.randn(2, 6), "meta": torch.randn(3, 4)})

@@ -50,8 +50,6 @@ _NORM_MODELS = (
 REFUSALS = {
     **{(name, method): _TOKENS for name in _TOKEN_MODELS for method in ("synflow", "ntk_sap")},
     **{(name, "synflow"): _NORMS for name in _NORM_MODELS},
-    ("tuple_output", "ntk_sap"): r"ntk_sap cannot score this model: it draws one Gaussian-noise tensor per batch, but the "
-    r"model takes a dict of inputs",
 }
 
 

@@ -27,6 +27,7 @@ from prune_landscape.batching import (
     call_model,
     cat_inputs,
     first_batch,
+    input_tensors,
     iter_batches,
     map_tensors,
     require_data,
@@ -217,6 +218,27 @@ def _prune_set(
     return Batches((map_tensors(to_device, x), None if y is None else y.to(device)) for x, y in parts)
 
 
+def _take_one_flat_tensor(work: nn.Module, example: Any) -> tuple[int]:
+    """Let the working copy take one ``(batch, features)`` float tensor that a pre-hook splits into the
+    example's structure (tuple / dict, each leaf reshaped to its sample shape); returns ``(features,)``.
+
+    Methods that synthesise inputs from a shape (NTK-SAP's Gaussian noise) then work on multi-input models:
+    i.i.d. noise on the flat tensor is i.i.d. noise on every leaf.
+    """
+    leaves = input_tensors(example)
+    shapes = [tuple(t.shape[1:]) for t in leaves]
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def split(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        flat = args[0]
+        parts = iter(p.reshape(flat.shape[0], *shape) for p, shape in zip(torch.split(flat, sizes, dim=1), shapes))
+        structured = map_tensors(lambda _: next(parts), example)
+        return ((), dict(structured)) if isinstance(structured, Mapping) else (tuple(structured), {})
+
+    work.register_forward_pre_hook(split, with_kwargs=True)
+    return (sum(sizes),)
+
+
 def _final_layer(
     work: nn.Module,
     example: Any,
@@ -352,6 +374,11 @@ def prune(
     check_final_layer_budget(current, target, final_name, policy)
     if output_transform is not None and "fold_batchnorm" in spec.options:
         scorer_options.setdefault("fold_batchnorm", False)  # the folded twin returns the raw output
+    if spec.data is DataUse.SHAPES and example is not None and not isinstance(example, torch.Tensor):
+        framework["input_shape"] = _take_one_flat_tensor(work, example)
+        data = None  # the values are never read: a placeholder of the flat shape stands for the batches
+        if "fold_batchnorm" in spec.options:
+            scorer_options.setdefault("fold_batchnorm", False)  # torch.fx would trace past the pre-hook
     prune_set = _prune_set(spec, data, framework, device, example, outputs)
     for key in spec.accepts - set(spec.options):
         if key in framework and key != "iterations":

@@ -5,8 +5,9 @@ a raw torch error. The rules, one per method family:
 
 - **Synthetic inputs** (``synflow``: one all-ones input; ``ntk_sap``: Gaussian noise) need float inputs.
   Token ids (integer tensors, or an ``nn.Embedding`` model given only an ``input_shape``) are refused:
-  ones or noise are not token ids. NTK-SAP draws one noise tensor per batch, so it also needs the model
-  to take a single tensor (not a tuple or dict of inputs).
+  ones or noise are not token ids. Tuple and dict inputs are fine (NTK-SAP draws one flat noise tensor
+  that :func:`~prune_landscape.pruning.api.prune` splits into the inputs), as long as every input has the
+  batch as its first dimension.
 - **SynFlow and normalisation.** SynFlow's score ``|theta * dR/dtheta|`` measures path products in a
   positively homogeneous network. LayerNorm, GroupNorm, InstanceNorm and RMSNorm (any module whose class
   name says so, e.g. HuggingFace's ``LlamaRMSNorm``) divide by a scale computed from the activations:
@@ -41,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_landscape.batching import input_tensors
+from prune_landscape.batching import batch_size_of, input_tensors
 from prune_landscape.pruning.registry import DataUse, PrunerSpec
 
 __all__ = ["SCALE_INVARIANT_NORMS", "check_fit", "check_loss_fit", "normalisation_layers"]
@@ -113,11 +114,11 @@ def check_fit(model: nn.Module, spec: PrunerSpec, *, example_inputs: Any = None,
                 f"{name} cannot score this model: it feeds {what}, but the model takes integer inputs "
                 f"({_describe(example_inputs)}; token ids?). Ones or noise are not token ids; {_ALTERNATIVES}"
             )
-        if name == "ntk_sap" and not isinstance(example_inputs, torch.Tensor):
+        if spec.data is DataUse.SHAPES and batch_size_of(example_inputs) is None:
             raise ValueError(
-                f"ntk_sap cannot score this model: it draws one Gaussian-noise tensor per batch, but the model takes "
-                f"a {type(example_inputs).__name__} of inputs ({_describe(example_inputs)}). Wrap the model so that "
-                f"it takes one float tensor, or {_ALTERNATIVES}"
+                f"{name} cannot score this model: it draws Gaussian-noise batches, but the model's inputs "
+                f"({_describe(example_inputs)}) share no batch dimension to draw them along. Wrap the model so that "
+                f"it takes inputs with the batch first, or {_ALTERNATIVES}"
             )
     else:
         embeddings = [n for n, m in model.named_modules() if isinstance(m, _EMBEDDINGS)]
