@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,7 +126,10 @@ def _select(
     if not names:
         return {}
     if scope is Scope.GLOBAL:
-        flat_scores = torch.cat([scores[n].reshape(-1).to("cpu", torch.float64) for n in names])
+        # One common dtype (float32 when every score is float32; widening is exact, the ranking the same).
+        dtype = functools.reduce(torch.promote_types, [scores[n].dtype for n in names])
+        dtype = dtype if dtype.is_floating_point else torch.float64
+        flat_scores = torch.cat([scores[n].reshape(-1).to("cpu", dtype) for n in names])
         flat_available = torch.cat([current[n].reshape(-1).cpu() for n in names])
         flat_keep = topk_mask(flat_scores, budget, flat_available)
         out, start = {}, 0

@@ -37,26 +37,34 @@ def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = Non
     Raises:
         ValueError: on NaN scores or an impossible ``k``.
     """
-    flat = scores.detach().reshape(-1).to("cpu", torch.float64)
+    flat = scores.detach().reshape(-1).cpu()
+    if not flat.is_floating_point():
+        flat = flat.to(torch.float64)
+    # Floating scores keep their dtype: widening to float64 is exact, so the ranking cannot change.
     if torch.isnan(flat).any():
         raise ValueError(f"scores must not contain NaN, got {int(torch.isnan(flat).sum())} NaN entries")
-    candidates = (
-        torch.arange(flat.numel()) if available is None else torch.nonzero(available.reshape(-1).cpu(), as_tuple=True)[0]
-    )
-    if not 0 <= k <= candidates.numel():
-        raise ValueError(f"k must be in [0, {candidates.numel()}] (the available entries), got {k}")
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    if k == candidates.numel():
-        keep[candidates] = True
-    elif k:
-        # The same set as a stable descending sort (ties keep the lower index), without sorting: every
-        # score above the k-th largest value, then the lowest-index entries equal to it. O(n), not O(n log n).
-        values = flat[candidates]
-        threshold = torch.kthvalue(values, values.numel() - k + 1).values
-        above = values > threshold
-        ties = torch.nonzero(values == threshold, as_tuple=True)[0][: k - int(above.sum())]
-        keep[candidates[above]] = True
-        keep[candidates[ties]] = True
+    every = available is None or bool(available.all())
+    candidates = None if every else torch.nonzero(available.reshape(-1).cpu(), as_tuple=True)[0]  # type: ignore[union-attr]
+    count = flat.numel() if candidates is None else candidates.numel()
+    if not 0 <= k <= count:
+        raise ValueError(f"k must be in [0, {count}] (the available entries), got {k}")
+    if k == 0 or k == count:
+        keep = torch.full((flat.numel(),), bool(k) and candidates is None, dtype=torch.bool)
+        if k and candidates is not None:
+            keep[candidates] = True
+        return keep.reshape(scores.shape)
+    # The same set as a stable descending sort (ties keep the lower index), without sorting: every score
+    # above the k-th largest value, then the lowest-index entries equal to it. O(n), not O(n log n).
+    values = flat if candidates is None else flat[candidates]
+    threshold = torch.kthvalue(values, count - k + 1).values
+    chosen = values > threshold
+    ties = torch.nonzero(values == threshold, as_tuple=True)[0][: k - int(chosen.sum())]
+    chosen[ties] = True
+    if candidates is None:
+        keep = chosen
+    else:
+        keep = torch.zeros(flat.numel(), dtype=torch.bool)
+        keep[candidates[chosen]] = True
     return keep.reshape(scores.shape)
 
 
