@@ -110,6 +110,7 @@ def _example(data: DataLike | None, example_inputs: Any) -> tuple[Any, Any]:
         return (tuple(example_inputs) if isinstance(example_inputs, list) else example_inputs), None
     if data is None:
         return None, None
+    require_data(data, "prune(data=...)")
     inputs, targets = first_batch(data)
     sliced = _first_samples(inputs)
     if targets is not None and batch_size_of(inputs) is not None and targets.dim() > 0:
