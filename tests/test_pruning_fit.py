@@ -161,3 +161,18 @@ def test_ntk_sap_on_keyword_inputs_equals_ntk_sap_on_their_concatenation():
     assert structured == flat
     with pytest.raises(ValueError, match="share no batch dimension"):
         prune(two, "ntk_sap", 0.6, example_inputs={"image": torch.randn(2, 6), "meta": torch.randn(3, 4)})
+
+
+def test_ntk_sap_with_dropout_depends_on_the_seed_only_and_leaves_the_global_rng_alone():
+    # NTK-SAP's BatchNorm-statistics pass runs in train mode, where dropout draws random numbers.
+    net = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.5), nn.Linear(12, 3))
+    options = {"input_shape": (6,), "iterations": 2, "repeats": 1, "prune_samples": 8, "batch_size": 4}
+    torch.manual_seed(1)
+    first = prune(net, "ntk_sap", 0.7, seed=2, **options)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(12345)
+    second = prune(net, "ntk_sap", 0.7, seed=2, **options)
+    assert first == second
+    torch.manual_seed(1)
+    prune(net, "ntk_sap", 0.7, seed=2, **options)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -144,6 +144,7 @@ def test_every_method_on_zoo_model_is_exact_or_refused(name):
     before = _snapshot(model)
     methods = ("magnitude", "random") if name in HEAVY else METHODS
     masks = None
+    rng = torch.random.get_rng_state()
     for method in methods:
         data = (inputs, targets) if method in ("snip", "grasp") else None
         options = SETTINGS.get(method, {})
@@ -155,6 +156,7 @@ def test_every_method_on_zoo_model_is_exact_or_refused(name):
                           seed=1, **options)
             _check_mask(model, masks, method)
         _assert_unchanged(before, model)
+        assert torch.equal(torch.random.get_rng_state(), rng), f"{method} drew from the global RNG"
     # final_layer="dense" finds the head automatically (structure analysis through output_transform) and keeps
     # it whole, at a sparsity where it fits in the budget.
     total = masks.num_total

@@ -386,21 +386,26 @@ def prune(
             scorer_options[key] = framework[key]
     snapshot = {k: v.clone() for k, v in work.state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
-
-    # The nominal density drives the intermediate steps (d ** (t / T)); the last step keeps exactly `target`.
-    end_density = min(1.0 - sparsity, kept_now / total)
-    densities = exponential_densities(kept_now / total, end_density, framework["iterations"]) if target else [0.0]
-    for step, density in enumerate(densities, start=1):
-        keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
-        work.load_state_dict(snapshot)
-        work.eval()
-        device_masks = {n: m.to(device) for n, m in current.items()}
-        scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
-        if set(scores) != set(names):
-            raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
-        current = allocate(
-            {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
-        )
+    cuda = sorted({p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        # Layers that draw from the global RNG in a scorer's train-mode passes (dropout and stochastic depth
+        # while NTK-SAP recomputes BatchNorm statistics) draw from a stream derived from the seed: same seed,
+        # same mask, and the caller's global RNG state is left as it was.
+        torch.manual_seed((seed * 2654435761 + 97) % 2**63)
+        # The nominal density drives the intermediate steps (d ** (t / T)); the last step keeps exactly `target`.
+        end_density = min(1.0 - sparsity, kept_now / total)
+        densities = exponential_densities(kept_now / total, end_density, framework["iterations"]) if target else [0.0]
+        for step, density in enumerate(densities, start=1):
+            keep = target if step == len(densities) else min(kept_now, max(target, num_to_keep(density, total)))
+            work.load_state_dict(snapshot)
+            work.eval()
+            device_masks = {n: m.to(device) for n, m in current.items()}
+            scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
+            if set(scores) != set(names):
+                raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
+            current = allocate(
+                {n: s.detach().cpu() for n, s in scores.items()}, current, keep, scope=scope, final_layer=final_name, policy=policy
+            )
     return MaskSet(current)
 
 
