@@ -419,6 +419,7 @@ def magnitude_step(
     example_input: Any = None,
     output_transform: OutputTransform | None = None,
     final_layer_name: str | None = None,
+    prunable: str = "layers",
 ) -> MaskSet:
     """Prune further by magnitude from ``current`` (gradual pruning and IMP rounds call this).
 
@@ -429,6 +430,7 @@ def magnitude_step(
         final_layer, scope: as in :func:`prune`.
         example_input: used only to find the final layer when the policy needs it (tensor, tuple or dict).
         output_transform, final_layer_name: as in :func:`prune` (used only to find the final layer).
+        prunable: ``"layers"`` or ``"all"``, as in :func:`prune`.
 
     Example:
         >>> from prune_landscape import models
@@ -441,8 +443,10 @@ def magnitude_step(
     target_sparsity = _check_sparsity(target_sparsity)
     policy = FinalLayerPolicy.parse(final_layer)
     scope = Scope.parse(scope)
-    names = prunable_parameters(model)
-    masks = _current_masks(model, names) if current is None else {
+    if prunable not in ("layers", "all"):
+        raise ValueError(f"prunable must be 'layers' or 'all', got {prunable!r}")
+    names = prunable_parameters(model, scope=prunable)  # type: ignore[arg-type]
+    masks = _current_masks(model, names, prunable) if current is None else {
         n: (current[n].clone().cpu() if n in current else MaskSet.dense(model, [n])[n]) for n in names
     }
     total = sum(m.numel() for m in masks.values())
@@ -454,7 +458,7 @@ def magnitude_step(
             f">= {1 - kept_now / total:.4f}, got {target_sparsity}"
         )
     final_name = (
-        _final_layer(model, example_input, output_transform, final_layer_name, names)
+        _final_layer(model, example_input, output_transform, final_layer_name, names, prunable)
         if policy.mode is not FinalLayerMode.PRUNE
         else None
     )
