@@ -446,9 +446,12 @@ def magnitude_step(
     if prunable not in ("layers", "all"):
         raise ValueError(f"prunable must be 'layers' or 'all', got {prunable!r}")
     names = prunable_parameters(model, scope=prunable)  # type: ignore[arg-type]
-    masks = _current_masks(model, names, prunable) if current is None else {
-        n: (current[n].clone().cpu() if n in current else MaskSet.dense(model, [n])[n]) for n in names
-    }
+    if current is None:
+        masks = _current_masks(model, names, prunable)
+    else:  # a tied tensor's mask may come under any of its names
+        aliases = _aliases(model, names, prunable)
+        given = {aliases.get(n, n): m for n, m in current.items()}
+        masks = {n: (given[n].clone().cpu() if n in given else MaskSet.dense(model, [n])[n]) for n in names}
     total = sum(m.numel() for m in masks.values())
     kept_now = sum(int(m.sum()) for m in masks.values())
     target = num_to_keep(1.0 - target_sparsity, total)
