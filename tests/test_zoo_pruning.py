@@ -26,7 +26,7 @@ import zoo  # noqa: E402
 
 from prune_landscape.batching import call_model, select_output  # noqa: E402
 from prune_landscape.layers import prunable_parameters, prunable_weights  # noqa: E402
-from prune_landscape.pruning import prune  # noqa: E402
+from prune_landscape.pruning import magnitude_step, prune  # noqa: E402
 
 SPARSITY = 0.8
 METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "ntk_sap")
@@ -286,3 +286,13 @@ def test_prunable_all_adds_embeddings_and_recurrent_weights(name):
             (1 - SPARSITY) * sum(model.get_parameter(n).numel() for n in masks)
         )
         _assert_unchanged(before, model)
+
+
+def test_magnitude_step_reads_a_tied_mask_under_either_name():
+    model = zoo.entry("tied_lm").build()
+    first = prune(model, "magnitude", 0.5)
+    under_alias = {("tok.weight" if n == "lm_head.weight" else n): m for n, m in first.items()}
+    second = magnitude_step(model, 0.7, under_alias)
+    assert set(second) == set(first) and "tok.weight" not in second
+    assert bool((second["lm_head.weight"] <= first["lm_head.weight"]).all())  # masks only shrink
+    assert second.num_kept == round(0.3 * first.num_total)
