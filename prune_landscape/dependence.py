@@ -16,8 +16,12 @@ entries are exact zeros, kept entries random and non-zero), so an exact zero can
 structure, never from a coincidence of values. Ops that hide paths for *particular* values are made
 path-preserving while the pass runs (a TorchFunctionMode on a shallow copy of the model): ReLU becomes a
 leaky ReLU, ReLU6/Hardtanh a leaky clamp, Hardsigmoid a sigmoid, Hardswish x*sigmoid(x), max-pooling
-average-pooling. Token-id inputs get random ids; an embedding whose table is masked is read as a generic
-mixture of its rows, so a kept entry is seen whatever ids were drawn.
+average-pooling. Token-id inputs get random ids; an embedding whose table is masked adds generic noise
+times a generic mixture of each column to its lookup, so a kept entry is seen whatever ids were drawn.
+
+In float64 (small models) the generic values are fresh random draws; in float32 (large models, where a
+random draw of every parameter would cost as much as a forward pass) they are the model's own values,
+with exact zeros replaced by random draws: random-init and trained weights are generic in this sense.
 
 The user's model is never written to: the pass runs on a structural copy that shares no writable state
 (parameters are replaced, parametrizations and torch.nn.utils.prune hooks are removed in the copy only).
@@ -280,6 +284,7 @@ class _Recorder(TorchFunctionMode):
         self.stored: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         self.calls: list[CallRecord] = []
         self.phase = "selected"
+        self.mixtures: dict[int, torch.Tensor] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -313,15 +318,15 @@ class _Recorder(TorchFunctionMode):
         return None, "", None
 
     def _soft_embedding(self, name: str, args: tuple, kwargs: dict, weight: torch.Tensor) -> torch.Tensor:
-        ids = args[0]
-        if name == "embedding_bag":
-            offsets = args[2] if len(args) > 2 else kwargs.get("offsets")
-            bags = ids.shape[0] if ids.dim() == 2 else (offsets.numel() - int(bool(kwargs.get("include_last_offset", False))))
-            shape = (bags,)
-        else:
-            shape = tuple(ids.shape)
-        logits = torch.randn((*shape, weight.shape[0]), generator=self.generator, dtype=weight.dtype, device=weight.device)
-        return torch.softmax(logits, dim=-1) @ weight
+        """The lookup plus ``noise * c``, where ``c[d]`` is a generic mixture of column d (0 iff the column
+        is fully pruned): a feature then varies with the input iff some entry of its column is kept,
+        whichever ids were drawn, at the cost of one vector-matrix product."""
+        plain = (F.embedding if name == "embedding" else F.embedding_bag)(*args, **kwargs)
+        if id(weight) not in self.mixtures:
+            mixer = torch.rand(weight.shape[0], generator=self.generator, dtype=weight.dtype, device=weight.device)
+            self.mixtures[id(weight)] = (mixer.add_(0.5) @ weight).detach()
+        noise = torch.randn(plain.shape, generator=self.generator, dtype=plain.dtype, device=plain.device)
+        return plain + noise * self.mixtures[id(weight)]
 
     def _record(self, weight_name: str, kind: str, out: torch.Tensor, x: Any, axis: int) -> torch.Tensor:
         feature_in = x if isinstance(x, torch.Tensor) and x.is_floating_point() and kind in ("linear", "conv") else None
@@ -361,8 +366,29 @@ class _Recorder(TorchFunctionMode):
 
 
 def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
-             generator: torch.Generator, embedding: bool) -> torch.Tensor:
-    """Random non-zero values of ``tensor``'s shape, zero where ``mask`` is False, scaled to keep O(1) activations."""
+             generator: torch.Generator, embedding: bool, from_model: bool) -> torch.Tensor:
+    """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
+    kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
+    if from_model:
+        values = tensor.detach().to(dtype)
+        zeros = values == 0
+        if mask is not None:
+            zeros &= mask.to(device=values.device)
+        if bool(zeros.any()):
+            nonzero = values != 0
+            scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
+            values = values.clone()
+            values[zeros] = torch.randn(int(zeros.sum()), generator=generator, dtype=dtype, device=values.device) * scale
+        if mask is None:
+            return values
+        if tensor.dim() <= 1 or embedding:
+            return values * mask.to(device=values.device, dtype=dtype)
+        mask = mask.to(device=values.device)
+        kept = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).sum(dim=1).clamp(min=1)
+        shape = [1] * mask.dim()
+        shape[unit_axis] = -1
+        gain = mask.numel() // max(1, mask.shape[unit_axis])  # full fan-in: a dense row keeps its scale
+        return values * mask.to(dtype) * (gain / kept.to(dtype)).sqrt().reshape(shape)
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
@@ -489,7 +515,8 @@ def run_dependence(
         if key not in generic_of:
             mask = masks.get(weight.name) if weight is not None else None
             is_embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
-            values = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator, is_embedding)
+            values = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator, is_embedding,
+                              from_model=dtype != torch.float64)
             generic_of[key] = nn.Parameter(values, requires_grad=False)
             if weight is not None:
                 tracked[id(generic_of[key])] = (weight.name, weight.kind)
@@ -500,7 +527,7 @@ def run_dependence(
         for name, buffer in list(module._buffers.items()):
             if buffer is None or not buffer.is_floating_point():
                 continue
-            if isinstance(module, nn.modules.batchnorm._NormBase) and name in ("running_mean", "running_var"):
+            if dtype == torch.float64 and isinstance(module, nn.modules.batchnorm._NormBase) and name in ("running_mean", "running_var"):
                 # Trained statistics can scale generic activations by orders of magnitude per layer.
                 fresh = torch.rand(buffer.shape, generator=generator, dtype=dtype, device=buffer.device)
                 module._buffers[name] = fresh.add_(1.0) if name == "running_var" else fresh.sub_(0.5).mul_(0.2)

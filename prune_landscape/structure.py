@@ -347,7 +347,7 @@ def analyze_structure(
     *,
     final_layer: str | None = None,
     output_transform: Callable[[Any], torch.Tensor] | None = None,
-    scope: Scope = "layers",
+    prunable: Scope = "layers",
     precision: str = "auto",
     seed: int = 0,
 ) -> Structure:
@@ -368,8 +368,9 @@ def analyze_structure(
             on the output's path, logged at INFO) is not the one meant.
         output_transform: the model's raw output -> "the" output tensor; default: the tensor itself, the
             ``logits`` of a dict / HF ModelOutput, else the first floating tensor found.
-        scope: ``"layers"`` (Linear, Conv, fused attention projections, HF Conv1D) or ``"all"``
-            (plus embeddings and recurrent weights); see :mod:`prune_landscape.layers`.
+        prunable: the prunable set, as in ``pl.prune``: ``"layers"`` (Linear, Conv, fused attention
+            projections, HF Conv1D) or ``"all"`` (plus embeddings and recurrent weights); masks naming
+            weights outside ``"layers"`` switch to ``"all"``. See :mod:`prune_landscape.layers`.
         precision: ``"auto"`` (float64 up to ``FLOAT64_MAX_PARAMETERS`` parameters, float32 above),
             ``"float64"`` or ``"float32"``.
         seed: seeds the generic values.
@@ -380,10 +381,10 @@ def analyze_structure(
     Raises:
         ValueError: if the model has no prunable layer, a mask does not fit, or the final layer is unknown.
     """
-    weights = prunable_weights(model, scope=scope)
+    weights = prunable_weights(model, scope=prunable)
     mask_set = MaskSet.for_model(model, masks)
     known = {owner: w for w in weights for owner in (w.name, *w.aliases)}
-    if scope == "layers" and any(name not in known for name in mask_set):
+    if prunable == "layers" and any(name not in known for name in mask_set):
         extended = prunable_weights(model, scope="all")
         if all(name in {o for w in extended for o in (w.name, *w.aliases)} for name in mask_set):
             weights = extended

@@ -112,3 +112,20 @@ def test_zoo_model_is_left_unchanged_and_still_runs(entry):
     with torch.no_grad():
         assert torch.equal(entry.output(model.eval(), example), entry.output(reference, example))
     assert call is not None
+
+
+@pytest.mark.parametrize("name", ["cnn_maxpool", "tv_vit_tiny", "tv_efficientnet_small", "hf_gpt2_lm", "hf_llama_lm",
+                                  "swiglu_mlp", "gru_classifier", "parametrized"])
+def test_float32_model_values_agree_with_float64_random_values(name):
+    # Large models run in float32 on their own weights (zeros replaced) instead of fresh float64 draws;
+    # both are generic points, so every unit must get the same verdict.
+    entry = next(e for e in FAST if e.name == name)
+    model, example = entry.build(), entry.example_input()
+    masks = _random_masks(model, 0.1, seed=11)
+    wide = analyze_structure(model, example, masks, output_transform=entry.output_transform, precision="float64")
+    narrow = analyze_structure(model, example, masks, output_transform=entry.output_transform, precision="float32")
+    assert (wide.precision, narrow.precision) == ("float64", "float32")
+    for a, b in zip(wide.layers, narrow.layers):
+        decided = torch.ones_like(a.alive) if b.unknown is None else ~b.unknown
+        assert torch.equal(a.alive[decided], b.alive[decided]), f"{name} {a.name}: {a.alive_units} vs {b.alive_units}"
+    assert wide.fan_in == narrow.fan_in and wide.final_layer == narrow.final_layer
