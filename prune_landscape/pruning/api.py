@@ -19,19 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_landscape.batching import (
-    Batches,
-    DataLike,
-    OutputTransform,
-    batch_size_of,
-    call_model,
-    cat_inputs,
-    first_batch,
-    input_tensors,
-    iter_batches,
-    map_tensors,
-    require_data,
-)
+from prune_landscape.batching import DataLike, OutputTransform, require_data
 from prune_landscape.layers import prunable_parameters, prunable_weights
 from prune_landscape.masks import MaskSet
 from prune_landscape.pruning.allocation import (
@@ -47,18 +35,20 @@ from prune_landscape.pruning.magnitude import magnitude_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, get_pruner
 from prune_landscape.pruning.reinit import resolve_init_fn
 from prune_landscape.pruning.schedules import exponential_densities
-from prune_landscape.pruning.workspace import model_device, output_of, working_copy
+from prune_landscape.pruning.pruneset import (
+    NTK_SAP_MAX_DEFAULT_SAMPLES,
+    example_of,
+    probe_output,
+    prune_set,
+    sample_shape,
+    take_one_flat_tensor,
+)
+from prune_landscape.pruning.workspace import model_device, working_copy
 from prune_landscape.structure import final_layer_name as _find_final_layer
 
-__all__ = ["magnitude_step", "prune"]
+__all__ = ["NTK_SAP_MAX_DEFAULT_SAMPLES", "magnitude_step", "prune"]
 
 logger = logging.getLogger(__name__)
-
-_SAMPLES_PER_CLASS = 10  # the papers' prune set: 10 x #classes samples
-#: NTK-SAP's default prune set is capped: its inputs are noise, so a 1000-class head would otherwise mean
-#: 10,000 noise samples x 5 repeats per iteration for no gain in what the score measures.
-NTK_SAP_MAX_DEFAULT_SAMPLES = 1024
-
 
 def _check_sparsity(sparsity: Any) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or math.isnan(sparsity):
@@ -90,56 +80,6 @@ def _current_masks(model: nn.Module, names: list[str], prunable: str = "layers")
     return {n: (found[n].clone() if n in found else dense[n].clone()) for n in names}
 
 
-def _first_samples(inputs: Any, count: int = 2) -> Any:
-    """The first ``count`` samples of an input structure (all of it when its tensors share no batch dim)."""
-    if batch_size_of(inputs) is None:
-        return inputs
-    return map_tensors(lambda t: t[:count], inputs)
-
-
-def _example(data: DataLike | None, example_inputs: Any) -> tuple[Any, Any]:
-    """(example inputs, their targets or None): the user's example_inputs, else the first data samples."""
-    if example_inputs is not None:
-        if not isinstance(example_inputs, (torch.Tensor, tuple, list, Mapping)) or (
-            isinstance(example_inputs, (tuple, list)) and not example_inputs
-        ):
-            raise ValueError(
-                "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
-                f"got {type(example_inputs).__name__}"
-            )
-        return (tuple(example_inputs) if isinstance(example_inputs, list) else example_inputs), None
-    if data is None:
-        return None, None
-    require_data(data, "prune(data=...)")
-    inputs, targets = first_batch(data)
-    sliced = _first_samples(inputs)
-    if targets is not None and batch_size_of(inputs) is not None and targets.dim() > 0:
-        targets = targets[:2]
-    return sliced, targets
-
-
-def _sample_shape(model: nn.Module, example: Any, input_shape: Any, method: str) -> tuple[int, ...] | None:
-    if input_shape is not None:
-        try:
-            shape = tuple(int(s) for s in input_shape)
-        except TypeError:
-            raise ValueError(f"input_shape must be the shape of one sample, e.g. (3, 32, 32), got {input_shape!r}") from None
-        if not shape or any(s < 1 for s in shape):
-            raise ValueError(f"input_shape must list positive sizes, e.g. (3, 32, 32), got {input_shape!r}")
-        return shape
-    if isinstance(example, torch.Tensor):
-        return tuple(example.shape[1:])
-    if example is not None:
-        return None  # structured inputs: the example itself gives the shapes
-    first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
-    if isinstance(first, nn.Linear):
-        return (first.in_features,)  # an MLP's input shape is readable from its first layer
-    raise ValueError(
-        f"method {method!r} needs the input shape: pass data=..., example_inputs=... or input_shape=(C, H, W) "
-        "(one sample's shape)"
-    )
-
-
 def _validate(
     model: nn.Module, spec: PrunerSpec, data: DataLike | None, options: dict[str, Any], example: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -165,79 +105,10 @@ def _validate(
     if data is not None:
         require_data(data, f"pruning method {spec.name!r}")
     if spec.data is DataUse.SAMPLE_SHAPE:
-        framework["input_shape"] = _sample_shape(model, example, framework.get("input_shape"), spec.name)
+        framework["input_shape"] = sample_shape(model, example, framework.get("input_shape"), spec.name)
     elif framework.get("input_shape") is not None:
-        framework["input_shape"] = _sample_shape(model, None, framework["input_shape"], spec.name)
+        framework["input_shape"] = sample_shape(model, None, framework["input_shape"], spec.name)
     return framework, scorer_options
-
-
-def _probe(work: nn.Module, example: Any, device: torch.device) -> torch.Tensor:
-    """"The" output on the example (one no-grad forward), or a clear error when the model does not run on it."""
-    try:
-        with torch.no_grad():
-            return output_of(work, call_model(work, map_tensors(lambda t: t.to(device), example)))
-    except ValueError:
-        raise
-    except Exception as error:  # noqa: BLE001 - re-raised with what to pass instead
-        raise ValueError(
-            f"the model does not run on the example inputs ({type(error).__name__}: {error}); pass example_inputs= "
-            "(a tensor, a tuple of positional inputs or a dict of keyword inputs) or data= batches the model takes"
-        ) from error
-
-
-def _prune_set(
-    spec: PrunerSpec,
-    data: DataLike | None,
-    framework: dict[str, Any],
-    device: torch.device,
-    example: Any,
-    outputs: torch.Tensor | None,
-) -> tuple[Any, Any] | None:
-    if spec.data is DataUse.NONE:
-        return None
-    to_device = lambda t: t.to(device)  # noqa: E731
-    if spec.data is DataUse.SAMPLE_SHAPE:
-        if framework.get("input_shape") is None:  # structured float inputs: one sample of the example
-            return map_tensors(to_device, _first_samples(example, 1)), torch.zeros(1, dtype=torch.long, device=device)
-        return torch.zeros((1, *framework["input_shape"]), device=device), torch.zeros(1, dtype=torch.long, device=device)
-    batch_size = framework.get("batch_size", 256)
-    if "prune_samples" in framework:
-        samples = framework["prune_samples"]
-    elif "num_batches" in framework:
-        samples = framework["num_batches"] * batch_size
-    else:
-        samples = _SAMPLES_PER_CLASS * int(outputs.shape[-1])  # type: ignore[union-attr]
-        if spec.data is DataUse.SHAPES:
-            samples = min(samples, NTK_SAP_MAX_DEFAULT_SAMPLES)
-    if data is None:  # shapes only: a placeholder whose values are never read
-        shape = framework.get("input_shape") or tuple(example.shape[1:])
-        return torch.zeros((samples, *shape), device=device), torch.zeros(samples, dtype=torch.long, device=device)
-    parts = list(iter_batches(data, batch_size, max_samples=samples))
-    if all(batch_size_of(x) is not None for x, _ in parts) and all(y is not None for _, y in parts):
-        inputs = map_tensors(to_device, cat_inputs([x for x, _ in parts]))
-        return inputs, torch.cat([y for _, y in parts]).to(device)
-    return Batches((map_tensors(to_device, x), None if y is None else y.to(device)) for x, y in parts)
-
-
-def _take_one_flat_tensor(work: nn.Module, example: Any) -> tuple[int]:
-    """Let the working copy take one ``(batch, features)`` float tensor that a pre-hook splits into the
-    example's structure (tuple / dict, each leaf reshaped to its sample shape); returns ``(features,)``.
-
-    Methods that synthesise inputs from a shape (NTK-SAP's Gaussian noise) then work on multi-input models:
-    i.i.d. noise on the flat tensor is i.i.d. noise on every leaf.
-    """
-    leaves = input_tensors(example)
-    shapes = [tuple(t.shape[1:]) for t in leaves]
-    sizes = [math.prod(shape) for shape in shapes]
-
-    def split(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        flat = args[0]
-        parts = iter(p.reshape(flat.shape[0], *shape) for p, shape in zip(torch.split(flat, sizes, dim=1), shapes))
-        structured = map_tensors(lambda _: next(parts), example)
-        return ((), dict(structured)) if isinstance(structured, Mapping) else (tuple(structured), {})
-
-    work.register_forward_pre_hook(split, with_kwargs=True)
-    return (sum(sizes),)
 
 
 def _final_layer(
@@ -340,7 +211,7 @@ def prune(
         raise ValueError(f"prunable must be 'layers' or 'all', got {prunable!r}")
     if output_transform is not None and not callable(output_transform):
         raise ValueError(f"output_transform must be a function raw_output -> tensor, got {type(output_transform).__name__}")
-    example, example_targets = _example(data, example_inputs)
+    example, example_targets = example_of(data, example_inputs)
     framework, scorer_options = _validate(model, spec, data, dict(options), example)
     check_fit(model, spec, example_inputs=example, prunable=prunable)
     if "init_fn" in spec.options:
@@ -362,12 +233,12 @@ def prune(
     work = working_copy(model, output_transform)
     device = model_device(work)
     needs_output = spec.data in (DataUse.SHAPES, DataUse.VALUES) and not ({"prune_samples", "num_batches"} & set(framework))
-    outputs = _probe(work, example, device) if example is not None and (needs_output or spec.data is DataUse.VALUES) else None
+    outputs = probe_output(work, example, device) if example is not None and (needs_output or spec.data is DataUse.VALUES) else None
     if outputs is None and needs_output:  # shapes only: the probe input is a placeholder of the sample shape
-        outputs = _probe(work, torch.zeros((1, *framework["input_shape"])), device)
+        outputs = probe_output(work, torch.zeros((1, *framework["input_shape"])), device)
     if spec.data is DataUse.VALUES and "loss_fn" in spec.options:  # the loss compares outputs with the data's targets
-        data_inputs, data_targets = _example(data, None) if example_inputs is not None else (example, example_targets)
-        data_outputs = outputs if example_inputs is None else _probe(work, data_inputs, device)
+        data_inputs, data_targets = example_of(data, None) if example_inputs is not None else (example, example_targets)
+        data_outputs = outputs if example_inputs is None else probe_output(work, data_inputs, device)
         check_loss_fit(spec, data_outputs, data_targets, custom_loss=scorer_options.get("loss_fn") is not None)
     final_name = (
         _final_layer(work, example, output_transform, final_layer_name, names, prunable) if policy.mode is not FinalLayerMode.PRUNE else None
@@ -376,11 +247,11 @@ def prune(
     if output_transform is not None and "fold_batchnorm" in spec.options:
         scorer_options.setdefault("fold_batchnorm", False)  # the folded twin returns the raw output
     if spec.data is DataUse.SHAPES and example is not None and not isinstance(example, torch.Tensor):
-        framework["input_shape"] = _take_one_flat_tensor(work, example)
+        framework["input_shape"] = take_one_flat_tensor(work, example)
         data = None  # the values are never read: a placeholder of the flat shape stands for the batches
         if "fold_batchnorm" in spec.options:
             scorer_options.setdefault("fold_batchnorm", False)  # torch.fx would trace past the pre-hook
-    prune_set = _prune_set(spec, data, framework, device, example, outputs)
+    scoring_data = prune_set(spec, data, framework, device, example, outputs)
     for key in spec.accepts - set(spec.options):
         if key in framework and key != "iterations":
             scorer_options[key] = framework[key]
@@ -400,7 +271,7 @@ def prune(
             work.load_state_dict(snapshot)
             work.eval()
             device_masks = {n: m.to(device) for n, m in current.items()}
-            scores = spec.scorer(work, device_masks, prune_set, generator, **scorer_options)
+            scores = spec.scorer(work, device_masks, scoring_data, generator, **scorer_options)
             if set(scores) != set(names):
                 raise ValueError(f"scorer {spec.name!r} must return a score for each of {names}, got {sorted(scores)}")
             current = allocate(
