@@ -16,12 +16,20 @@ entries are exact zeros, kept entries random and non-zero), so an exact zero can
 structure, never from a coincidence of values. Ops that hide paths for *particular* values are made
 path-preserving while the pass runs (a TorchFunctionMode on a shallow copy of the model): ReLU becomes a
 leaky ReLU, ReLU6/Hardtanh a leaky clamp, Hardsigmoid a sigmoid, Hardswish x*sigmoid(x), max-pooling
-average-pooling. Token-id inputs get random ids; an embedding whose table is masked adds generic noise
+average-pooling; saturating functions (sigmoid, tanh, SiLU, GELU, softplus, Mish, ELU) get ``+ 0.01 x``,
+which keeps their zeros and makes their derivative non-zero everywhere. Token-id inputs get random ids; an embedding whose table is masked adds generic noise
 times a generic mixture of each column to its lookup, so a kept entry is seen whatever ids were drawn.
 
-In float64 (small models) the generic values are fresh random draws; in float32 (large models, where a
-random draw of every parameter would cost as much as a forward pass) they are the model's own values,
-with exact zeros replaced by random draws: random-init and trained weights are generic in this sense.
+In float64 (small models) the generic weights are fresh random draws; in float32 (large models, where a
+random draw of every parameter would cost as much as a forward pass) they are the model's own weights with
+exact zeros replaced by random draws (random-init and trained weights are generic in this sense). Either
+way each row is scaled to unit norm, vectors (norm scales, biases) are drawn in [0.5, 1) and BatchNorm
+statistics are drawn afresh, so activations stay O(1) and no saturating function is pushed to a constant.
+
+"Depends on the input" is read from forward-mode AD tangents (one pass that also records the graph for
+the backward pass); tangents are never added to constants, so a small dependence cannot be absorbed by a
+bias in floating point. For a model with an op that has no forward-mode rule (the oneDNN LSTM kernel),
+it falls back to comparing two forward passes on independent generic inputs (noted in the result).
 
 The user's model is never written to: the pass runs on a structural copy that shares no writable state
 (parameters are replaced, parametrizations and torch.nn.utils.prune hooks are removed in the copy only).
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize, prune
@@ -181,7 +190,45 @@ def _adaptive_avg_pool(dims: int) -> Callable[..., torch.Tensor]:
     return substitute
 
 
+def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """scaled_dot_product_attention written out (forward-mode AD has no rule for the fused CPU kernel)."""
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, dim=-3), value.repeat_interleave(repeat, dim=-3)
+    scores = query @ key.transpose(-2, -1) * (scale if scale is not None else 1.0 / math.sqrt(query.shape[-1]))
+    if is_causal:
+        causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return torch.softmax(scores, dim=-1) @ value
+
+
+_SATURATION_LEAK = 0.01
+
+
+def _leaky_saturating(op: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``op(x) + 0.01 x``: same zeros (sigmoid(b) stays non-zero, SiLU(0) stays 0) but a derivative that never
+    rounds to exactly 0, so a large activation (a deep residual stream, a SE gate) cannot fake a cut."""
+
+    def substitute(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kwargs.pop("inplace", None)
+        if args and isinstance(args[-1], bool):  # F.silu(x, inplace), F.elu(x, alpha, inplace)
+            args = args[:-1]
+        return op(x, *args, **kwargs) + _SATURATION_LEAK * x
+
+    return substitute
+
+
 _SUBSTITUTES: dict[str, Callable[..., torch.Tensor]] = {
+    "sigmoid": _leaky_saturating(torch.sigmoid),
+    "tanh": _leaky_saturating(torch.tanh),
+    "silu": _leaky_saturating(F.silu),
+    "gelu": _leaky_saturating(F.gelu),
+    "softplus": _leaky_saturating(F.softplus),
+    "mish": _leaky_saturating(F.mish),
+    "elu": _leaky_saturating(F.elu),
+    "logsigmoid": _leaky_saturating(F.logsigmoid),
     "relu": _leaky_relu,
     "relu_": _leaky_relu_,
     "relu6": _leaky_relu6,
@@ -274,8 +321,11 @@ class _Recorder(TorchFunctionMode):
     """Swaps path-hiding ops and records every call of a tracked weight (by tensor identity)."""
 
     def __init__(self, tracked: Mapping[int, tuple[str, str]], soft: set[int], generator: torch.Generator,
-                 reference: list[tuple[torch.Tensor, torch.Tensor | None]] | None, grad_leaf: torch.Tensor | None):
+                 reference: list[tuple[torch.Tensor, torch.Tensor | None]] | None, grad_leaf: torch.Tensor | None,
+                 dual: bool = False, id_storages: set[int] | None = None):
         super().__init__()
+        self.dual = dual  # forward-mode AD: "depends on the input" is a non-zero tangent
+        self.id_storages = id_storages or set()  # storages of the token-id inputs (dual mode)
         self.tracked = tracked  # id(generic tensor) -> (weight name, home kind)
         self.soft = soft  # ids of masked embedding tables: read as generic mixtures of rows
         self.generator = generator
@@ -295,6 +345,10 @@ class _Recorder(TorchFunctionMode):
         substitute = _SUBSTITUTES.get(name)
         if substitute is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             return substitute(*args, **kwargs)
+        if self.dual and name == "scaled_dot_product_attention":
+            return _attention_math(*args, **kwargs)
+        if self.dual and name in ("embedding", "embedding_bag"):
+            return self._dual_embedding(func, name, args, kwargs)
         weight, kind, x = self._tracked_weight(name, args, kwargs)
         if weight is None:
             return func(*args, **kwargs)
@@ -317,6 +371,23 @@ class _Recorder(TorchFunctionMode):
                 return weight, "linear", args[1]
         return None, "", None
 
+    def _dual_embedding(self, func: Callable, name: str, args: tuple, kwargs: dict) -> torch.Tensor:
+        """A lookup of the input's token ids gets the tangent ``noise * c`` (``c`` as in
+        :meth:`_soft_embedding`): a feature then depends on the ids iff its column has a kept entry. Lookups
+        of other ids (positions, token types) are constants."""
+        ids, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        out = func(*args, **kwargs)
+        from_input = isinstance(ids, torch.Tensor) and ids.untyped_storage().data_ptr() in self.id_storages
+        if from_input:
+            if id(weight) not in self.mixtures:
+                mixer = torch.rand(weight.shape[0], generator=self.generator, dtype=weight.dtype, device=weight.device)
+                self.mixtures[id(weight)] = (mixer.add_(0.5) @ fwAD.unpack_dual(weight).primal).detach()
+            noise = torch.randn(out.shape, generator=self.generator, dtype=out.dtype, device=out.device)
+            out = fwAD.make_dual(out, noise * self.mixtures[id(weight)])
+        if isinstance(weight, torch.Tensor) and id(weight) in self.tracked:
+            return self._record(self.tracked[id(weight)][0], "embedding", out, None, -1)
+        return out
+
     def _soft_embedding(self, name: str, args: tuple, kwargs: dict, weight: torch.Tensor) -> torch.Tensor:
         """The lookup plus ``noise * c``, where ``c[d]`` is a generic mixture of column d (0 iff the column
         is fully pruned): a feature then varies with the input iff some entry of its column is kept,
@@ -330,6 +401,17 @@ class _Recorder(TorchFunctionMode):
 
     def _record(self, weight_name: str, kind: str, out: torch.Tensor, x: Any, axis: int) -> torch.Tensor:
         feature_in = x if isinstance(x, torch.Tensor) and x.is_floating_point() and kind in ("linear", "conv") else None
+        if self.dual:
+            tangent = fwAD.unpack_dual(out).tangent
+            record = CallRecord(weight_name, kind, len(self.calls),
+                                _feature_reduce(tangent, axis).cpu() if tangent is not None else
+                                torch.zeros(out.shape[axis], dtype=out.dtype))
+            if feature_in is not None:
+                tangent_in = fwAD.unpack_dual(feature_in).tangent
+                in_axis = 1 if kind == "conv" else -1
+                record.input_change = (_feature_reduce(tangent_in, in_axis).cpu() if tangent_in is not None
+                                       else torch.zeros(feature_in.shape[in_axis], dtype=feature_in.dtype))
+            return self._watch(record, out, axis)
         index = len(self.calls) if self.reference is not None else len(self.stored)
         if self.reference is None:  # pass B: keep the values for pass A to compare with
             # Copies: the model may later modify these tensors in place (SiLU(inplace=True), ``x += y``).
@@ -346,6 +428,10 @@ class _Recorder(TorchFunctionMode):
         if feature_in is not None and ref_in is not None and ref_in.shape == feature_in.shape:
             record.input_change = _feature_reduce(feature_in - ref_in, 1 if kind == "conv" else -1).cpu()
         self.reference[index] = (None, None)  # type: ignore[assignment]
+        return self._watch(record, out, axis)
+
+    def _watch(self, record: CallRecord, out: torch.Tensor, axis: int) -> torch.Tensor:
+        """Keep ``record`` and have the backward pass fill its ``to_selected`` / ``to_output``."""
         self.calls.append(record)
         if not out.requires_grad and self.grad_leaf is not None:
             out = out + self.grad_leaf
@@ -369,8 +455,10 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
              generator: torch.Generator, embedding: bool, from_model: bool) -> torch.Tensor:
     """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
     kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
-    if from_model:
+    if from_model and tensor.dim() > 1:
         values = tensor.detach().to(dtype)
+        if mask is not None:
+            values = values * mask.to(device=values.device, dtype=dtype)
         zeros = values == 0
         if mask is not None:
             zeros &= mask.to(device=values.device)
@@ -379,16 +467,15 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
             scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
             values = values.clone()
             values[zeros] = torch.randn(int(zeros.sum()), generator=generator, dtype=dtype, device=values.device) * scale
-        if mask is None:
+        if embedding:
             return values
-        if tensor.dim() <= 1 or embedding:
-            return values * mask.to(device=values.device, dtype=dtype)
-        mask = mask.to(device=values.device)
-        kept = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).sum(dim=1).clamp(min=1)
-        shape = [1] * mask.dim()
+        # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
+        # (random-init BatchNorm-free statistics would otherwise blow activations up into saturation).
+        rows = values.movedim(unit_axis, 0)
+        norms = rows.reshape(rows.shape[0], -1).norm(dim=1).clamp(min=torch.finfo(dtype).tiny)
+        shape = [1] * values.dim()
         shape[unit_axis] = -1
-        gain = mask.numel() // max(1, mask.shape[unit_axis])  # full fan-in: a dense row keeps its scale
-        return values * mask.to(dtype) * (gain / kept.to(dtype)).sqrt().reshape(shape)
+        return values / norms.reshape(shape)
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
@@ -527,7 +614,7 @@ def run_dependence(
         for name, buffer in list(module._buffers.items()):
             if buffer is None or not buffer.is_floating_point():
                 continue
-            if dtype == torch.float64 and isinstance(module, nn.modules.batchnorm._NormBase) and name in ("running_mean", "running_var"):
+            if isinstance(module, nn.modules.batchnorm._NormBase) and name in ("running_mean", "running_var"):
                 # Trained statistics can scale generic activations by orders of magnitude per layer.
                 fresh = torch.rand(buffer.shape, generator=generator, dtype=dtype, device=buffer.device)
                 module._buffers[name] = fresh.add_(1.0) if name == "running_var" else fresh.sub_(0.5).mul_(0.2)
@@ -570,30 +657,43 @@ def run_dependence(
     vocab_sizes = [m.num_embeddings for m in shadow.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
     vocab = min(vocab_sizes) if vocab_sizes else None
     transform = output_transform or default_output
+    anchor = torch.zeros((), dtype=dtype, device=device, requires_grad=True)
+    notes: list[str] = []
     try:
-        recorder_b = _Recorder(tracked, soft, generator, None, None)
-        state["recorder"] = recorder_b
-        with torch.no_grad(), recorder_b:
-            _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))
-        order.clear()
-        ran.clear()
-        anchor = torch.zeros((), dtype=dtype, device=device, requires_grad=True)
-        recorder_a = _Recorder(tracked, soft, generator, recorder_b.stored, anchor)
-        state["recorder"] = recorder_a
-        with torch.enable_grad(), recorder_a:
-            raw = _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))
-            output = transform(raw)
-        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-            raise ValueError(f"output_transform must return a floating tensor, got {type(output).__name__}")
-        # First "the" output (it decides the final layer), then every other output tensor: a unit is alive
-        # when it reaches any output (an auxiliary head's units are not dead).
-        others = [t for t in _output_tensors(raw) if t is not output and t.requires_grad]
-        for phase, targets in (("selected", [output] if output.requires_grad else []), ("other", others)):
-            if not targets:
-                continue
-            recorder_a.phase = phase
-            cotangents = [torch.randn(t.shape, generator=generator, dtype=t.dtype, device=t.device) for t in targets]
-            torch.autograd.backward(targets, cotangents, retain_graph=phase == "selected" and bool(others))
+        try:
+            # One pass: forward-mode tangents (depends on the input) and the graph for the backward pass.
+            # Tangents are never added to constants, so a small dependence cannot be absorbed by a bias.
+            order.clear()
+            ran.clear()
+            with fwAD.dual_level(), torch.enable_grad():
+                inputs, storages = _dual_inputs(_generic_inputs(example, dtype, vocab, cpu_generator, position=0), generator)
+                recorder_a = _Recorder(tracked, soft, generator, None, anchor, dual=True, id_storages=storages)
+                state["recorder"] = recorder_a
+                with recorder_a:
+                    raw = _call(shadow, inputs)
+                    output = transform(raw)
+            # Outside the dual level the tangents are gone and the backward pass runs on primal values only.
+            with torch.enable_grad():
+                _backward(raw, output, recorder_a, generator)
+        except (NotImplementedError, RuntimeError) as error:
+            if "forward AD" not in str(error) and "forward-mode" not in str(error):
+                raise
+            # An op without a forward-mode rule (e.g. the oneDNN LSTM kernel): two generic inputs instead.
+            notes.append(f"finite differences ({str(error).splitlines()[0][:120]})")
+            recorder_b = _Recorder(tracked, soft, generator, None, None)
+            state["recorder"] = recorder_b
+            order.clear()
+            ran.clear()
+            with torch.no_grad(), recorder_b:
+                _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))
+            order.clear()
+            ran.clear()
+            recorder_a = _Recorder(tracked, soft, generator, recorder_b.stored, anchor)
+            state["recorder"] = recorder_a
+            with torch.enable_grad(), recorder_a:
+                raw = _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))
+                output = transform(raw)
+            _backward(raw, output, recorder_a, generator)
     finally:
         for handle in handles:
             handle.remove()
@@ -604,4 +704,39 @@ def run_dependence(
             record.to_output = record.to_selected.clone()
         else:
             record.to_output = torch.maximum(record.to_output, record.to_selected)
-    return DependencePass(recorder_a.calls, ran, tuple(order), dtype, tuple(output.shape))
+    return DependencePass(recorder_a.calls, ran, tuple(order), dtype, tuple(output.shape), notes)
+
+
+def _dual_inputs(example: Any, generator: torch.Generator) -> tuple[Any, set[int]]:
+    """Float inputs as dual tensors with random tangents; the storages of integer (token-id) inputs."""
+    storages: set[int] = set()
+
+    def visit(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                tangent = torch.randn(value.shape, generator=generator, dtype=value.dtype, device=value.device)
+                return fwAD.make_dual(value, tangent)
+            storages.add(value.untyped_storage().data_ptr())
+            return value
+        if isinstance(value, Mapping):
+            return {k: visit(v) for k, v in value.items()}
+        if isinstance(value, (tuple, list)):
+            return type(value)(visit(v) for v in value)
+        return value
+
+    return visit(example), storages
+
+
+def _backward(raw: Any, output: Any, recorder: _Recorder, generator: torch.Generator) -> None:
+    """Random cotangents: first on "the" output (it decides the final layer), then on every other output
+    tensor, so a unit is alive when it reaches any output (an auxiliary head's units are not dead)."""
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+        raise ValueError(f"output_transform must return a floating tensor, got {type(output).__name__}")
+    others = [t for t in _output_tensors(raw) if t is not output and t.requires_grad]
+    for phase, targets in (("selected", [output] if output.requires_grad else []), ("other", others)):
+        if not targets:
+            continue
+        recorder.phase = phase
+        primals = [fwAD.unpack_dual(t).primal for t in targets]
+        cotangents = [torch.randn(t.shape, generator=generator, dtype=t.dtype, device=t.device) for t in primals]
+        torch.autograd.backward(primals, cotangents, retain_graph=phase == "selected" and bool(others))

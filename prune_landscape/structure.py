@@ -288,7 +288,7 @@ _LOG = logging.getLogger("prune_landscape.structure")
 #: Parameter count up to which the passes run in float64 (above: float32, the cost of a plain forward matters).
 FLOAT64_MAX_PARAMETERS = 2_000_000
 #: Relative size below which a non-zero dependence is UNKNOWN rather than a path (per precision).
-_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
 
 _KIND_OF_CALL = {"linear": "linear", "conv": "conv", "embedding": "embedding", "recurrent": "recurrent"}
 
