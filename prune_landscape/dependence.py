@@ -190,6 +190,17 @@ def _adaptive_avg_pool(dims: int) -> Callable[..., torch.Tensor]:
     return substitute
 
 
+def _layer_norm_math(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """layer_norm written out: forward-mode AD through the fused kernel is several times slower."""
+    dims = tuple(range(-len(normalized_shape), 0))
+    mean = x.mean(dim=dims, keepdim=True)
+    centred = x - mean
+    y = centred * torch.rsqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
 def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """scaled_dot_product_attention written out (forward-mode AD has no rule for the fused CPU kernel)."""
     if enable_gqa and key.shape[-3] != query.shape[-3]:
@@ -253,9 +264,13 @@ _CONV_NAMES = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose
 
 
 def _feature_reduce(tensor: torch.Tensor, axis: int) -> torch.Tensor:
-    """max |tensor| over every axis but ``axis`` -> one value per feature."""
-    moved = tensor.detach().abs().movedim(axis, -1)
-    return moved.reshape(-1, moved.shape[-1]).amax(dim=0) if moved.numel() else moved.reshape(-1, moved.shape[-1]).sum(0)
+    """max |tensor| over every axis but ``axis`` -> one value per feature (one pass, no |.| copy)."""
+    moved = tensor.detach().movedim(axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    if not flat.numel():
+        return flat.sum(0)
+    low, high = torch.aminmax(flat, dim=0)
+    return torch.maximum(high, low.neg())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,6 +362,8 @@ class _Recorder(TorchFunctionMode):
             return substitute(*args, **kwargs)
         if self.dual and name == "scaled_dot_product_attention":
             return _attention_math(*args, **kwargs)
+        if self.dual and name == "layer_norm":
+            return _layer_norm_math(*args, **kwargs)
         if self.dual and name in ("embedding", "embedding_bag"):
             return self._dual_embedding(func, name, args, kwargs)
         weight, kind, x = self._tracked_weight(name, args, kwargs)
@@ -457,25 +474,21 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
     kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
     if from_model and tensor.dim() > 1:
         values = tensor.detach().to(dtype)
-        if mask is not None:
-            values = values * mask.to(device=values.device, dtype=dtype)
-        zeros = values == 0
-        if mask is not None:
-            zeros &= mask.to(device=values.device)
-        if bool(zeros.any()):
+        if int(torch.count_nonzero(values)) < values.numel():  # rare for real weights: replace kept zeros
             nonzero = values != 0
             scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
-            values = values.clone()
-            values[zeros] = torch.randn(int(zeros.sum()), generator=generator, dtype=dtype, device=values.device) * scale
+            values = torch.where(nonzero, values, torch.randn(values.shape, generator=generator, dtype=dtype,
+                                                             device=values.device) * scale)
         if embedding:
-            return values
+            return values if mask is None else values * mask.to(device=values.device, dtype=dtype)
         # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
-        # (random-init BatchNorm-free statistics would otherwise blow activations up into saturation).
-        rows = values.movedim(unit_axis, 0)
-        norms = rows.reshape(rows.shape[0], -1).norm(dim=1).clamp(min=torch.finfo(dtype).tiny)
+        # (random-init weights with BatchNorm statistics of 0 and 1 would otherwise blow activations up).
+        weights = values if mask is None else values * mask.to(device=values.device, dtype=dtype)
+        rows = weights.movedim(unit_axis, 0)
+        norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1).clamp(min=torch.finfo(dtype).tiny)
         shape = [1] * values.dim()
         shape[unit_axis] = -1
-        return values / norms.reshape(shape)
+        return weights.div_(norms.reshape(shape)) if weights is not values else weights / norms.reshape(shape)
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
