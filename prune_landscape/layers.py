@@ -167,7 +167,7 @@ def _all_owner_names(model: nn.Module, tensor: torch.Tensor) -> list[tuple[str, 
                 continue
             if _raw_tensor(module, user_attr) is tensor and (module_name, user_attr) not in owners:
                 owners.append((module_name, user_attr))
-    return [o for o in owners if ".parametrizations." not in f"{o[0]}."]
+    return [o for o in owners if ".parametrizations." not in f".{o[0]}."]
 
 
 def prunable_parameters(model: nn.Module, *, scope: Scope = "layers") -> list[str]:
@@ -215,7 +215,7 @@ def _user_visible_names(model: nn.Module) -> list[str]:
             names.append(prefix + (attr[: -len("_orig")] if attr.endswith("_orig") else attr))
         if parametrize.is_parametrized(module):
             names.extend(prefix + attr for attr in module.parametrizations)
-    return [n for n in names if ".parametrizations." not in n]
+    return [n for n in names if ".parametrizations." not in f".{n}"]
 
 
 def current_tensor(module: nn.Module, attr: str) -> torch.Tensor:
