@@ -70,7 +70,10 @@ def audit(
     weight_decay: float = 0.0,
     probes: Iterable[str | Callable] = (),
     masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
-    example_input: torch.Tensor | None = None,
+    example_input: Any = None,
+    output_transform: Callable[[Any], torch.Tensor] | None = None,
+    final_layer: str | None = None,
+    prunable: str = "layers",
     pipeline: str = "prune_landscape",
 ) -> AuditReport:
     """Audit a pruned network: final layer, dead units, landscape and existence verdicts, remedy, probes.
@@ -86,7 +89,13 @@ def audit(
         probes: names in ``prune_landscape.probes.PROBES`` or callables ``(model, data) -> result``; they
             see the model as it is (apply the masks first) and need ``data``.
         masks: the masks to audit; default ``MaskSet.from_module(model)``.
-        example_input: one input batch; needed when the first prunable layer is a conv and no data is given.
+        example_input: how to feed the model (a tensor, a tuple of positional arguments or a dict of keyword
+            arguments; token ids as integer tensors); needed when the first prunable layer is not a Linear
+            and no data is given.
+        output_transform: the model's raw output -> "the" output tensor (tuple, dict and HF ModelOutput
+            outputs); see :func:`~prune_landscape.structure.analyze_structure`.
+        final_layer: the head's weight or module name when the automatic choice (logged) is not the head.
+        prunable: the prunable set, ``"layers"`` or ``"all"`` (with embeddings and recurrent weights).
         pipeline: whose setting the remedy shows first: ``"prune_landscape"``, ``"lightning"``
             (``ModelPruning``) or ``"torch"`` (``torch.nn.utils.prune``); all three are in the report.
 
@@ -112,9 +121,11 @@ def audit(
         check_data(model, data, loss=None, name="audit data")  # names the expected input shape, not `mat1 and mat2`
     mask_set = None if masks is None else (masks if isinstance(masks, MaskSet) else MaskSet(masks))
     if example_input is None and data is not None:
-        example_input = first_batch(data, batch_size=2)[0][:2]
+        inputs = first_batch(data, batch_size=2)[0]
+        example_input = inputs[:2] if isinstance(inputs, torch.Tensor) else inputs
 
-    structure = analyze_structure(model, example_input, mask_set)
+    structure = analyze_structure(model, example_input, mask_set, output_transform=output_transform,
+                                  final_layer=final_layer, prunable=prunable)  # type: ignore[arg-type]
     facts = collect_facts(model, data, structure=structure, masks=mask_set, n_samples=n_samples,
                           weight_decay=float(weight_decay), example_input=example_input)
     findings = evaluate(facts)

@@ -27,78 +27,44 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-__all__ = ["PRUNABLE_TYPES", "MaskSet", "find_parameter", "prunable_parameters"]
+from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
 
-#: Module types whose ``weight`` is prunable by default (the papers' set: every conv and linear layer).
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
+__all__ = ["PRUNABLE_TYPES", "MaskSet", "find_parameter", "prunable_parameters"]
 
 _FORMAT = "prune_landscape.MaskSet"
 _FORMAT_VERSION = "1"
 
-
-def prunable_parameters(model: nn.Module) -> list[str]:
-    """Names of the prunable weights (conv and linear, classifier included), in registration order.
-
-    Raises:
-        ValueError: if the model has no conv or linear layer.
-    """
-    names = [f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-    if not names:
-        raise ValueError(
-            f"expected a model with at least one prunable layer ({', '.join(t.__name__ for t in PRUNABLE_TYPES)}), "
-            f"got {type(model).__name__} with none"
-        )
-    return names
+# One name for the reader every other module already uses.
+_current_tensor = current_tensor
 
 
-def find_parameter(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    """Resolve ``"block.conv.weight"`` to ``(module, "weight")``, for plain, pruned or parametrized tensors.
+class _MaskParametrization(nn.Module):
+    """``weight * mask`` as a parametrization, for tensors that are already parametrized (weight_norm)."""
 
-    Raises:
-        ValueError: naming the unknown parameter and the closest valid names.
-    """
-    module_name, _, attr = name.rpartition(".")
-    try:
-        module = model.get_submodule(module_name) if module_name else model
-    except AttributeError:
-        module = None
-    if module is not None and (
-        attr in module._parameters
-        or f"{attr}_orig" in module._parameters
-        or (parametrize.is_parametrized(module, attr))
-    ):
-        return module, attr
-    known = _user_visible_names(model)
-    raise ValueError(
-        f"unknown parameter {name!r} for {type(model).__name__}; expected one of: {', '.join(known[:12])}"
-        + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
-    )
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype)
 
 
-def _user_visible_names(model: nn.Module) -> list[str]:
-    names = []
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        for attr in module._parameters:
-            names.append(prefix + (attr[: -len("_orig")] if attr.endswith("_orig") else attr))
-        if parametrize.is_parametrized(module):
-            names.extend(prefix + attr for attr in module.parametrizations)
-    return [n for n in names if ".parametrizations." not in n]
+def _canonical(model: nn.Module, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks keyed by canonical names: a tied tensor masked in each owner appears once."""
+    from prune_landscape.layers import prunable_weights
 
-
-def _current_tensor(module: nn.Module, attr: str) -> torch.Tensor:
-    """The tensor the forward pass uses (``orig * mask`` for torch.nn.utils.prune)."""
-    if hasattr(module, f"{attr}_orig") and hasattr(module, f"{attr}_mask"):
-        return getattr(module, f"{attr}_orig").detach() * getattr(module, f"{attr}_mask")
-    return getattr(module, attr).detach()
+    alias_of = {}
+    for scope in ("all",):
+        try:
+            for weight in prunable_weights(model, scope=scope):
+                alias_of.update({alias: weight.name for alias in weight.aliases})
+        except ValueError:
+            pass
+    result: dict[str, torch.Tensor] = {}
+    for name, mask in found.items():
+        key = alias_of.get(name, name)
+        result[key] = result[key] & mask if key in result else mask
+    return result
 
 
 def _parametrization_mask(module: nn.Module, attr: str) -> torch.Tensor | None:
@@ -187,7 +153,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
                         if mask is not None:
                             found[prefix + attr] = mask
             if found or source == "hooks":
-                return cls(found)
+                return cls(_canonical(model, found))
         zeros = {}
         for name in prunable_parameters(model):
             module, attr = find_parameter(model, name)
@@ -307,22 +273,33 @@ class MaskSet(Mapping[str, torch.Tensor]):
         """
         self.validate(model)
         for name, mask in self._masks.items():
-            module, attr = find_parameter(model, name)
-            if f"{attr}_mask" in module._buffers:
-                buffer = module._buffers[f"{attr}_mask"]
-                buffer.copy_(mask.to(buffer.device, buffer.dtype))
-                setattr(module, attr, module._parameters[f"{attr}_orig"] * buffer)
-            elif parametrize.is_parametrized(module, attr):
-                holders = [p for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
-                if not holders:
-                    raise ValueError(f"cannot apply a mask to {name!r}: it is parametrized without a `mask` tensor")
-                holders[0].mask.copy_(mask.to(holders[0].mask.device, holders[0].mask.dtype))
-                for extra in holders[1:]:
-                    extra.mask.fill_(1)
-            else:
-                device = module._parameters[attr].device
-                prune.custom_from_mask(module, attr, mask.to(device))
+            # A tied tensor is masked in every module that holds it, so the tie (one Parameter, held as
+            # ``*_orig`` by each owner) survives and every use sees the same zeros.
+            for module, attr in tensor_owners(model, name):
+                self._apply_one(module, attr, name, mask)
         return model
+
+    @staticmethod
+    def _apply_one(module: nn.Module, attr: str, name: str, mask: torch.Tensor) -> None:
+        if f"{attr}_mask" in module._buffers:
+            buffer = module._buffers[f"{attr}_mask"]
+            buffer.copy_(mask.to(buffer.device, buffer.dtype))
+            setattr(module, attr, module._parameters[f"{attr}_orig"] * buffer)
+        elif parametrize.is_parametrized(module, attr):
+            holders = [p for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
+            if not holders:
+                # weight_norm / spectral_norm / custom: append ``* mask`` to the chain (the original stays
+                # the Parameter the optimizer holds).
+                device = module.parametrizations[attr].original0.device if not hasattr(
+                    module.parametrizations[attr], "original") else module.parametrizations[attr].original.device
+                parametrize.register_parametrization(module, attr, _MaskParametrization(mask.to(device)))
+                return
+            holders[0].mask.copy_(mask.to(holders[0].mask.device, holders[0].mask.dtype))
+            for extra in holders[1:]:
+                extra.mask.fill_(1)
+        else:
+            device = module._parameters[attr].device
+            prune.custom_from_mask(module, attr, mask.to(device))
 
     # -- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

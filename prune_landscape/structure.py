@@ -1,13 +1,55 @@
-"""The pruned network as a graph: prunable layers, the final layer, alive and dead units.
+"""The pruned network as a graph: prunable layers, the final layer, alive, dead and UNKNOWN units.
 
-Connectivity comes from one forward and one backward pass (THEORY.md section 6) through the model itself
-with its weights replaced by the 0/1 masks, biases 0, normalisation layers as the identity, max-pooling
-as average pooling and activations that are non-zero at 0 (sigmoid, softplus) as the identity. A unit
-(output channel or neuron) is *alive* iff it carries a path from the input (forward value > 0) and a path
-to the output (gradient of the output sum > 0). This works for any topology: residuals, pooling,
-BatchNorm. Only the sign matters, so every prunable layer's output, and the gradient arriving at it, is
-reset to 0/1: path counts can then neither overflow nor underflow at any depth, and float32 is exact,
-which keeps the pass as fast as a plain forward and backward.
+Works on any ``nn.Module`` whose forward runs in eager PyTorch: the answers come from passes through the
+model's own modules with generic values (:mod:`prune_landscape.dependence`), not from a model of its
+architecture. Units are the output features of a prunable weight: output channels of a conv (axis 1),
+the last axis of a Linear / HF Conv1D / fused attention projection applied to ``(batch, tokens,
+features)`` or channels-last tensors, the embedding dimension of an embedding; never tokens or pixels.
+
+Semantics. Every parameter gets generic random values on its kept entries (pruned entries are exact
+zeros), the input is generic (random floats, random token ids). A unit
+
+* *depends on the input* iff its value changes when the input changes, at some position;
+* *reaches the output* iff the output changes when the unit's value changes, at some position;
+* is *alive* iff both hold (the final layer's units: iff the first holds), *dead* iff one fails exactly,
+  and *UNKNOWN* when a dependence is non-zero but too small to tell from rounding (reported, never guessed).
+
+What that means per kind of operation (all follow from the real forward; nothing is special-cased but
+the path-hiding ops in the last rows):
+
+========================  =====================================================================================
+operation                 alive / path semantics
+========================  =====================================================================================
+Linear / Conv / Conv1D    unit j depends on the input iff a kept weight of row j reads a feature that does;
+                          a bias alone is a constant, not a path
+BatchNorm (eval)          per-channel affine: a constant channel stays constant (dead stays dead)
+LayerNorm / GroupNorm     normalises across features: every post-norm feature depends on the input as soon
+                          as one pre-norm feature does (through the mean and variance), even a pre-norm unit
+                          that is dead; a dead pre-norm unit still has no path *from its weights*
+RMSNorm                   x_j / rms(x): a pre-norm unit that is exactly 0 stays 0 (dead); one with a bias
+                          depends on the input through rms(x)
+gates, products (SE,      a*b depends on the input iff a or b does and neither is exactly 0: a fully pruned
+GLU, SwiGLU)              gate row with a bias gives sigmoid(bias) != 0, so the channel is NOT cut; without
+                          a bias, SiLU(0) = 0 cuts it
+attention                 softmax(QK^T)V: Q, K and V units depend on the input through their projections;
+                          a K or Q unit reaches the output through the scores (gradients are compared in
+                          absolute value, so softmax's zero-sum over keys cannot hide them)
+residual add, concat      union of the paths of the operands
+pooling, reshape,         positions are pooled or moved, units are counted on the feature axis: no effect
+permute, flatten          on alive/dead (a flattened Linear input counts each flattened feature)
+embeddings                a feature depends on the token ids iff its column has a kept entry (a masked table
+                          is read as a generic mixture of rows, so any kept entry is seen)
+recurrences (RNN/LSTM/    units are the module's output features; gates and time steps are inside the module
+GRU)
+ReLU, ReLU6, Hardtanh,    path-preserving substitutes while the analysis runs (leaky ReLU, leaky clamp,
+Hardsigmoid, Hardswish,   sigmoid, x*sigmoid(x), average pooling): a unit is not declared dead because one
+max-pooling               input happens to make it inactive
+========================  =====================================================================================
+
+Fan-in of the final layer counts, per output, the input features that depend on the input and are linked
+to it by a kept weight (effective last-hidden units). The final layer is the last prunable layer (in
+forward order) whose output reaches the model's output; with tuple/dict outputs pass ``output_transform``
+or ``final_layer``. The automatic choice is logged at INFO (logger ``prune_landscape.structure``).
 
 Example:
     >>> import torch
@@ -19,48 +61,20 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
-from torch.nn.utils import parametrize
 
-from prune_landscape.masks import MaskSet, _current_tensor, find_parameter, prunable_parameters
+from prune_landscape.dependence import run_dependence
+from prune_landscape.layers import PrunableWeight, Scope, current_tensor, prunable_parameters, prunable_weights
+from prune_landscape.masks import MaskSet
 
 __all__ = ["LayerStructure", "Structure", "analyze_structure", "final_layer_name"]
-
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
-# Non-zero at 0 (or negative): would create paths that the masks do not have.
-_OFFSET_ACTIVATIONS = (nn.Sigmoid, nn.Softplus, nn.Hardsigmoid, nn.LogSigmoid)
-_MAX_POOLS = {
-    nn.MaxPool1d: nn.functional.avg_pool1d,
-    nn.MaxPool2d: nn.functional.avg_pool2d,
-    nn.MaxPool3d: nn.functional.avg_pool3d,
-}
-_ADAPTIVE_MAX_POOLS = {
-    nn.AdaptiveMaxPool1d: nn.functional.adaptive_avg_pool1d,
-    nn.AdaptiveMaxPool2d: nn.functional.adaptive_avg_pool2d,
-    nn.AdaptiveMaxPool3d: nn.functional.adaptive_avg_pool3d,
-}
-
-
-_DTYPE = torch.float32
-
-
-class _Indicator(torch.autograd.Function):
-    """``x > 0`` as 0/1 in the forward pass, and ``grad > 0`` as 0/1 in the backward pass."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return (grad > 0).to(grad.dtype)
 
 
 @dataclass(frozen=True)
@@ -70,12 +84,13 @@ class LayerStructure:
     Attributes:
         name: the weight's parameter name (``"blocks.0.conv1.weight"``).
         module: the module's name (``"blocks.0.conv1"``).
-        kind: ``"linear"`` or ``"conv"``.
+        kind: ``"linear"``, ``"conv"``, ``"embedding"`` or ``"recurrent"``.
         shape: the weight's shape.
         kept: kept weights; ``total``: all weights; ``density``: their ratio.
         units: output units (neurons or channels); ``alive_units`` of them carry an input-to-output path.
         alive: bool tensor over the output units.
-        collapsed: no unit is alive.
+        unknown_units: units the analysis cannot decide (neither alive nor dead; see the module docstring).
+        unknown: bool tensor over the output units marking those (None when there are none).
     """
 
     name: str
@@ -88,16 +103,18 @@ class LayerStructure:
     units: int
     alive_units: int
     alive: torch.Tensor = field(repr=False, compare=False)
+    unknown_units: int = 0
+    unknown: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def dead_units(self) -> int:
-        """Output units on no input-to-output path."""
-        return self.units - self.alive_units
+        """Output units certainly on no input-to-output path (UNKNOWN ones excluded)."""
+        return self.units - self.alive_units - self.unknown_units
 
     @property
     def collapsed(self) -> bool:
-        """True when no unit of the layer is alive."""
-        return self.alive_units == 0
+        """True when no unit of the layer is alive and none is UNKNOWN."""
+        return self.alive_units == 0 and self.unknown_units == 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the ``alive`` tensor is summarised by its counts)."""
@@ -112,6 +129,7 @@ class LayerStructure:
             "units": self.units,
             "alive_units": self.alive_units,
             "dead_units": self.dead_units,
+            "unknown_units": self.unknown_units,
             "collapsed": self.collapsed,
         }
 
@@ -133,6 +151,9 @@ class Structure:
         call_order: ``(module name, class name)`` of every leaf module in the order the forward ran them;
             the audit reads activations from it.
         inferred: the masks were inferred from exact zeros.
+        unknown_units: layer weight name -> units the analysis cannot decide (only layers with some).
+        final_layer_source: ``"auto"`` (last prunable layer on the output's path) or ``"explicit"``.
+        precision: the dtype of the generic passes (``"float64"`` or ``"float32"``).
     """
 
     layers: tuple[LayerStructure, ...]
@@ -146,6 +167,14 @@ class Structure:
     connected: bool
     call_order: tuple[tuple[str, str], ...]
     inferred: bool = False
+    unknown_units: Mapping[str, int] = field(default_factory=dict)
+    final_layer_source: str = "auto"
+    precision: str = "float64"
+
+    @property
+    def total_unknown_units(self) -> int:
+        """UNKNOWN units over all layers."""
+        return int(sum(self.unknown_units.values()))
 
     @property
     def final(self) -> LayerStructure:
@@ -215,6 +244,9 @@ class Structure:
             "kept": self.num_kept,
             "total": self.num_total,
             "dead_units": dict(self.dead_units),
+            "unknown_units": dict(self.unknown_units),
+            "final_layer_source": self.final_layer_source,
+            "precision": self.precision,
             "collapsed_layers": list(self.collapsed_layers),
             "connected": self.connected,
             "inferred": self.inferred,
@@ -227,21 +259,24 @@ class Structure:
         lines = [
             f"final layer {self.final_layer}: {verdict}, density {self.final_layer_density:.3f}, "
             f"per-output fan-in min/median/max {self.fan_in_min}/{self.fan_in_median:g}/{self.fan_in_max} "
-            f"of {self.last_hidden_width} effective last-hidden units ({self.last_hidden_units} in all)",
+            f"of {self.last_hidden_width} effective last-hidden units ({self.last_hidden_units} in all)"
+            + (" [chosen automatically; pass final_layer= to change]" if self.final_layer_source == "auto" else ""),
             f"global density {self.density:.4f} ({self.num_kept:,} of {self.num_total:,} weights); "
-            f"dead units {self.total_dead_units}; collapsed layers: {', '.join(self.collapsed_layers) or 'none'}"
+            f"dead units {self.total_dead_units}"
+            + (f"; UNKNOWN units {self.total_unknown_units}" if self.total_unknown_units else "")
+            + f"; collapsed layers: {', '.join(self.collapsed_layers) or 'none'}"
             + ("" if self.connected else "; NO input-to-output path"),
             "",
         ]
         width = max(len(layer.name) for layer in self.layers)
-        header = f"{'layer':<{width}}  {'kind':<6} {'shape':<18} {'kept':>10} {'density':>8} {'alive':>11}"
+        header = f"{'layer':<{width}}  {'kind':<9} {'shape':<18} {'kept':>10} {'density':>8} {'alive':>11}"
         lines += [header, "-" * len(header)]
         for layer in self.layers:
             alive = f"{layer.alive_units}/{layer.units}"
-            flag = "  COLLAPSED" if layer.collapsed else ""
+            flag = "  COLLAPSED" if layer.collapsed else (f"  ({layer.unknown_units} UNKNOWN)" if layer.unknown_units else "")
             shape = "x".join(map(str, layer.shape))
             lines.append(
-                f"{layer.name:<{width}}  {layer.kind:<6} {shape:<18} {layer.kept:>10,} {layer.density:>8.4f} {alive:>11}{flag}"
+                f"{layer.name:<{width}}  {layer.kind:<9} {shape:<18} {layer.kept:>10,} {layer.density:>8.4f} {alive:>11}{flag}"
             )
         return "\n".join(lines)
 
@@ -249,88 +284,96 @@ class Structure:
         return self.table()
 
 
-def _connectivity_tensors(model: nn.Module, masks: Mapping[str, torch.Tensor], prunable: set[str]) -> dict[str, torch.Tensor]:
-    """Replacement tensors for ``functional_call``: masks as weights, zero biases, identity norms."""
-    replaced: dict[str, torch.Tensor] = {}
+_LOG = logging.getLogger("prune_landscape.structure")
+#: Parameter count up to which the passes run in float64 (above: float32, the cost of a plain forward matters).
+FLOAT64_MAX_PARAMETERS = 2_000_000
+#: Relative size below which a non-zero dependence is UNKNOWN rather than a path (per precision).
+_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
 
-    def masked_weight(user_name: str, like: torch.Tensor) -> torch.Tensor:
-        mask = masks.get(user_name)
-        if mask is None:
-            return torch.ones(like.shape, dtype=_DTYPE, device=like.device)
-        return mask.to(device=like.device, dtype=_DTYPE)
-
-    def by_role(module: nn.Module, base: str, tensor: torch.Tensor) -> torch.Tensor:
-        if not tensor.is_floating_point():
-            return tensor
-        if base in ("bias", "running_mean"):
-            return torch.zeros_like(tensor, dtype=_DTYPE)
-        if isinstance(module, _NORM_TYPES) and base in ("weight", "running_var"):
-            return torch.ones_like(tensor, dtype=_DTYPE)
-        return tensor.detach().abs().to(_DTYPE)
-
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        owner_attr = None
-        if type(module).__name__ == "ParametrizationList":
-            owner_prefix, _, owner_attr = module_name.rpartition(".parametrizations.")
-            owner_attr = (f"{owner_prefix}." if owner_prefix else "") + owner_attr
-        for name, tensor in module._parameters.items():
-            if tensor is None:
-                continue
-            if owner_attr is not None and name == "original":
-                user_name = owner_attr
-            else:
-                user_name = prefix + (name[: -len("_orig")] if name.endswith("_orig") else name)
-            if user_name in prunable:
-                replaced[prefix + name] = masked_weight(user_name, tensor)
-            else:
-                base = user_name.rpartition(".")[2]
-                owner = model.get_submodule(user_name.rpartition(".")[0]) if "." in user_name else model
-                replaced[prefix + name] = by_role(owner, base, tensor)
-        for name, tensor in module._buffers.items():
-            if tensor is None:
-                continue
-            is_prune_mask = name.endswith("_mask") and f"{name[: -len('_mask')]}_orig" in module._parameters
-            is_param_mask = name == "mask" and ".parametrizations." in prefix
-            if is_prune_mask or is_param_mask:
-                replaced[prefix + name] = torch.ones_like(tensor, dtype=_DTYPE)
-            else:
-                replaced[prefix + name] = by_role(module, name, tensor)
-    return replaced
+_KIND_OF_CALL = {"linear": "linear", "conv": "conv", "embedding": "embedding", "recurrent": "recurrent"}
 
 
-def _channel_sums(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over every dimension but the channel one (dim 1); (batch, features) -> features."""
-    dims = [d for d in range(tensor.dim()) if d != 1]
-    return tensor.sum(dim=dims) if dims else tensor
-
-
-def _default_input(model: nn.Module, prunable: list[str]) -> torch.Tensor:
-    module, _ = find_parameter(model, prunable[0])
+def _default_input(model: nn.Module, weights: list[PrunableWeight]) -> torch.Tensor:
+    module = model.get_submodule(weights[0].module) if weights[0].module else model
     if isinstance(module, nn.Linear):
         return torch.zeros(1, module.in_features)
     raise ValueError(
         f"analyze_structure needs an example_input for a model whose first prunable layer is "
-        f"{type(module).__name__} (expected a tensor such as torch.zeros(1, 3, 32, 32)), got None"
+        f"{type(module).__name__} (expected a tensor such as torch.zeros(1, 3, 32, 32), a tuple of positional "
+        f"arguments or a dict of keyword arguments), got None"
     )
+
+
+def _tristate(values: torch.Tensor, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(certainly non-zero, undecidable) per unit: exact zeros are structural, tiny values UNKNOWN."""
+    reference = float(values.max()) if values.numel() else 0.0
+    certain = values > tolerance * reference
+    unknown = (values > 0) & ~certain
+    return certain, unknown
+
+
+def _resolve_final(name: str, weights: list[PrunableWeight]) -> PrunableWeight:
+    for weight in weights:
+        owners = (weight.name, *weight.aliases)
+        if name in owners or name in {o.rpartition(".")[0] for o in owners}:
+            return weight
+    raise ValueError(f"final_layer {name!r} is not a prunable layer; expected one of {[w.name for w in weights]}")
+
+
+def _precision(model: nn.Module, precision: str) -> torch.dtype:
+    if precision == "float64":
+        return torch.float64
+    if precision == "float32":
+        return torch.float32
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto', 'float64' or 'float32', got {precision!r}")
+    count = sum(p.numel() for p in model.parameters())
+    return torch.float64 if count <= FLOAT64_MAX_PARAMETERS else torch.float32
+
+
+def _connections(weight: PrunableWeight, module: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """(output units x input features) bool: some kept weight links them."""
+    if weight.kind == "conv" and getattr(module, "groups", 1) != 1:
+        raise ValueError(f"grouped final layers are not supported, got groups={module.groups} in {weight.name!r}")
+    if weight.unit_axis == 1:
+        mask = mask.transpose(0, 1)
+    return mask.reshape(mask.shape[0], mask.shape[1], -1).any(dim=2)
 
 
 def analyze_structure(
     model: nn.Module,
-    example_input: torch.Tensor | tuple | list | None = None,
+    example_input: Any = None,
     masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
     *,
     final_layer: str | None = None,
+    output_transform: Callable[[Any], torch.Tensor] | None = None,
+    prunable: Scope = "layers",
+    precision: str = "auto",
+    seed: int = 0,
 ) -> Structure:
-    """Analyse a pruned network: alive units, dead units, collapsed layers and the final layer's fan-in.
+    """Analyse a pruned network: alive, dead and UNKNOWN units, collapsed layers, the final layer's fan-in.
+
+    Semantics (per op kind) are in the module docstring; the mechanism in :mod:`prune_landscape.dependence`.
 
     Args:
-        model: any module with conv/linear layers; its weights, mode and hooks are left as they were.
-        example_input: one input (or a batch; only its shape is used, the values never); an
-            ``(inputs, targets)`` pair is accepted. May be omitted when the first prunable layer is Linear.
+        model: any ``nn.Module``; never changed (parameters, parametrizations, hooks, ties, mode).
+        example_input: how to feed the model: a tensor (its first sample is used), a tuple of positional
+            arguments, or a dict of keyword arguments; token ids are integer tensors (positional argument 0
+            or a key ending in ``input_ids``). Only shapes, dtypes and non-id integer tensors (attention
+            masks, offsets) are used; values are replaced by generic ones. May be omitted when the first
+            prunable layer is Linear.
         masks: the masks to analyse; default ``MaskSet.from_module(model)``. Prunable weights without a
             mask count as dense.
-        final_layer: the classifier's weight name, when it is not the last prunable layer the forward runs.
+        final_layer: the head's weight or module name, when the automatic choice (the last prunable layer
+            on the output's path, logged at INFO) is not the one meant.
+        output_transform: the model's raw output -> "the" output tensor; default: the tensor itself, the
+            ``logits`` of a dict / HF ModelOutput, else the first floating tensor found.
+        prunable: the prunable set, as in ``pl.prune``: ``"layers"`` (Linear, Conv, fused attention
+            projections, HF Conv1D) or ``"all"`` (plus embeddings and recurrent weights); masks naming
+            weights outside ``"layers"`` switch to ``"all"``. See :mod:`prune_landscape.layers`.
+        precision: ``"auto"`` (float64 up to ``FLOAT64_MAX_PARAMETERS`` parameters, float32 above),
+            ``"float64"`` or ``"float32"``.
+        seed: seeds the generic values.
 
     Returns:
         A frozen :class:`Structure`.
@@ -338,135 +381,114 @@ def analyze_structure(
     Raises:
         ValueError: if the model has no prunable layer, a mask does not fit, or the final layer is unknown.
     """
-    prunable = prunable_parameters(model)
+    weights = prunable_weights(model, scope=prunable)
     mask_set = MaskSet.for_model(model, masks)
-    if isinstance(example_input, (tuple, list)):
-        example_input = example_input[0]
+    known = {owner: w for w in weights for owner in (w.name, *w.aliases)}
+    if prunable == "layers" and any(name not in known for name in mask_set):
+        extended = prunable_weights(model, scope="all")
+        if all(name in {o for w in extended for o in (w.name, *w.aliases)} for name in mask_set):
+            weights = extended
+            known = {owner: w for w in weights for owner in (w.name, *w.aliases)}
+    canonical_masks = {known[name].name if name in known else name: mask for name, mask in mask_set.items()}
     if example_input is None:
-        example_input = _default_input(model, prunable)
-    if not isinstance(example_input, torch.Tensor):
-        raise ValueError(f"example_input must be a tensor or an (inputs, targets) pair, got {type(example_input).__name__}")
-
-    module_of = {name: find_parameter(model, name)[0] for name in prunable}
-    name_of_module = {id(m): n for n, m in module_of.items()}
-    device = next(iter(model.parameters())).device
-    x = torch.ones((1, *example_input.shape[1:]), dtype=_DTYPE, device=device, requires_grad=True)
-
-    outputs: dict[str, list[torch.Tensor]] = {}
-    inputs: dict[str, torch.Tensor] = {}
-    order: list[str] = []
-    calls: list[tuple[str, str]] = []
-    handles = []
-    module_names = {id(m): n for n, m in model.named_modules()}
-
-    def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        name = name_of_module[id(module)]
-        if name not in outputs:
-            order.append(name)
-            outputs[name] = []
-            inputs[name] = torch.zeros(args[0].shape[1], dtype=_DTYPE, device=device)
-        inputs[name] = inputs[name] + _channel_sums(args[0].detach())
-        indicator = _Indicator.apply(output)
-        outputs[name].append(indicator)
-        return indicator
-
-    def record(module: nn.Module, args: tuple, output: Any) -> Any:
-        calls.append((module_names.get(id(module), "?"), type(module).__name__))
-        if isinstance(module, _OFFSET_ACTIVATIONS):
-            return args[0]
-        if type(module) in _MAX_POOLS:
-            return _MAX_POOLS[type(module)](args[0], module.kernel_size, module.stride, module.padding, module.ceil_mode)
-        if type(module) in _ADAPTIVE_MAX_POOLS:
-            return _ADAPTIVE_MAX_POOLS[type(module)](args[0], module.output_size)
-        return None
-
-    training = {m: m.training for m in model.modules()}
-    pruned_attrs = [(m, attr) for m in model.modules() for attr in list(m._parameters) if attr.endswith("_orig")]
+        example_input = _default_input(model, weights)
+    if isinstance(example_input, torch.Tensor) and example_input.dim() >= 2:
+        example_input = example_input[:1]
+    dtype = _precision(model, precision)
     try:
-        for name, module in module_of.items():
-            handles.append(module.register_forward_hook(capture))
-        for module in model.modules():
-            if not list(module.children()) and not parametrize.is_parametrized(module):
-                handles.append(module.register_forward_hook(record))
-        model.eval()
-        replacements = _connectivity_tensors(model, mask_set, set(prunable))
-        with torch.enable_grad():
-            result = functional_call(model, replacements, (x,), strict=False)
-            if isinstance(result, (tuple, list)):
-                result = result[0]
-            captured = [t for name in order for t in outputs[name]]
-            grads = torch.autograd.grad(result.sum(), captured, allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in training.items():
-            module.training = flag
-        for module, attr in pruned_attrs:  # the prune pre-hook left our replacement in `module.<attr>`
-            base = attr[: -len("_orig")]
-            if f"{base}_mask" in module._buffers:
-                setattr(module, base, module._parameters[attr] * module._buffers[f"{base}_mask"])
+        result = run_dependence(model, example_input, weights, canonical_masks, output_transform=output_transform,
+                                dtype=dtype, seed=seed)
+    except RuntimeError as error:
+        # Tensors the model keeps outside parameters and buffers stay in their dtype: retry in float32.
+        if dtype != torch.float64 or not any(w in str(error) for w in ("dtype", "Double", "double", "scalar type")):
+            raise
+        dtype = torch.float32
+        result = run_dependence(model, example_input, weights, canonical_masks, output_transform=output_transform,
+                                dtype=dtype, seed=seed)
+    tolerance = _TOLERANCE[dtype]
 
-    if final_layer is None:
-        final_name = order[-1] if order else prunable[-1]
+    calls_of: dict[str, list] = {}
+    for record in result.calls:
+        calls_of.setdefault(record.weight, []).append(record)
+    by_name = {w.name: w for w in weights}
+
+    if final_layer is not None:
+        final = _resolve_final(final_layer, weights)
+        source = "explicit"
     else:
-        candidates = [n for n in prunable if final_layer in (n, n.rpartition(".")[0])]
+        reaching = [r for r in result.calls if r.kind in ("linear", "conv") and bool((r.to_selected > 0).any())]
+        candidates = reaching or [r for r in result.calls if r.kind in ("linear", "conv")]
         if not candidates:
-            raise ValueError(f"final_layer {final_layer!r} is not a prunable layer; expected one of {prunable}")
-        final_name = candidates[0]
-    if final_name not in outputs:
-        raise ValueError(f"the final layer {final_name!r} never ran in the forward pass")
+            raise ValueError(f"no Linear or Conv layer of {type(model).__name__} ran in the forward pass")
+        final = by_name[max(candidates, key=lambda r: r.index).weight]
+        source = "auto"
+        _LOG.info("final layer: %s (automatic: the last prunable layer on the output's path; pass final_layer= to "
+                  "choose another)", final.name)
+    final_calls = [r for r in calls_of.get(final.name, []) if r.kind == final.kind and r.input_change is not None]
+    if not final_calls:
+        raise ValueError(f"the final layer {final.name!r} never ran in the forward pass as a {final.kind} layer")
 
-    grad_iter = iter(grads)
-    alive_of: dict[str, torch.Tensor] = {}
-    for name in order:
-        forward = sum(_channel_sums(t.detach()) for t in outputs[name])
-        backward = sum(_channel_sums(g) if g is not None else torch.zeros_like(forward) for g in (next(grad_iter) for _ in outputs[name]))
-        alive_of[name] = ((forward > 0) & (backward > 0)).cpu() if name != final_name else (forward > 0).cpu()
-
-    layers = []
-    forward_order = [n for n in order if n != final_name] + [final_name]
-    for name in forward_order:
-        module = module_of[name]
-        mask = mask_set.get(name)
+    layers: list[LayerStructure] = []
+    first_call: dict[str, int] = {}
+    for weight in weights:
+        records = [r for r in calls_of.get(weight.name, []) if r.kind == weight.kind] or calls_of.get(weight.name, [])
+        owners_ran = any(o.rpartition(".")[0] in result.ran_modules for o in (weight.name, *weight.aliases))
+        if not records and not owners_ran:
+            continue  # not part of this forward pass (an unused head, a branch not taken)
+        module = model.get_submodule(weight.module) if weight.module else model
+        mask = mask_set.get(weight.name)
         if mask is None:
-            shape = tuple(_current_tensor(module, name.rpartition(".")[2]).shape)
-            kept = total = int(torch.Size(shape).numel())
-        else:
-            shape, kept, total = tuple(mask.shape), int(mask.sum()), mask.numel()
-        alive = alive_of[name]
+            for alias in weight.aliases:
+                mask = mask_set.get(alias, mask)
+        shape = tuple(current_tensor(module, weight.attr).shape) if mask is None else tuple(mask.shape)
+        total = int(torch.Size(shape).numel())
+        kept = total if mask is None else int(mask.sum())
+        if records:
+            alive = torch.zeros(records[0].from_input.numel(), dtype=torch.bool)
+            unsure = torch.zeros_like(alive)
+            for record in records:
+                depends, depends_unknown = _tristate(record.from_input, tolerance)
+                if weight.name == final.name:
+                    reaches, reaches_unknown = torch.ones_like(depends), torch.zeros_like(depends)
+                else:
+                    reaches, reaches_unknown = _tristate(record.to_output, tolerance)
+                alive |= depends & reaches
+                unsure |= (depends | depends_unknown) & (reaches | reaches_unknown) & ~(depends & reaches)
+            unsure &= ~alive
+            first_call[weight.name] = min(r.index for r in records)
+        else:  # its module ran but the weight was read in a way the pass does not observe (a slice)
+            units = shape[weight.unit_axis] if weight.kind in ("linear", "conv") else shape[0]
+            alive = torch.zeros(units, dtype=torch.bool)
+            unsure = torch.ones(units, dtype=torch.bool)
+            first_call[weight.name] = len(result.calls)
         layers.append(
             LayerStructure(
-                name=name,
-                module=name.rpartition(".")[0],
-                kind="linear" if isinstance(module, nn.Linear) else "conv",
-                shape=shape,
-                kept=kept,
-                total=total,
-                density=kept / total if total else 1.0,
-                units=int(alive.numel()),
-                alive_units=int(alive.sum()),
-                alive=alive,
+                name=weight.name, module=weight.module, kind=weight.kind, shape=shape, kept=kept, total=total,
+                density=kept / total if total else 1.0, units=int(alive.numel()), alive_units=int(alive.sum()),
+                alive=alive, unknown_units=int(unsure.sum()), unknown=unsure if bool(unsure.any()) else None,
             )
         )
+    layers.sort(key=lambda layer: (layer.name == final.name, first_call[layer.name]))
 
-    final_module = module_of[final_name]
-    final_mask = mask_set.get(final_name)
+    final_module = model.get_submodule(final.module) if final.module else model
+    final_mask = canonical_masks.get(final.name)
     if final_mask is None:
         final_mask = torch.ones(layers[-1].shape, dtype=torch.bool)
-    if isinstance(final_module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-        final_mask = final_mask.transpose(0, 1)
-    connections = final_mask.reshape(final_mask.shape[0], final_mask.shape[1], -1).any(dim=2)
-    groups = getattr(final_module, "groups", 1)
-    if groups != 1:
-        raise ValueError(f"grouped final layers are not supported, got groups={groups} in {final_name!r}")
-    fed = (inputs[final_name] > 0).cpu()
+    connections = _connections(final, final_module, final_mask)
+    change = final_calls[0].input_change
+    for record in final_calls[1:]:
+        change = torch.maximum(change, record.input_change)
+    fed, fed_unknown = _tristate(change, tolerance)
+    if fed.numel() != connections.shape[1]:
+        raise ValueError(f"the final layer {final.name!r} reads {fed.numel()} features but its weight has "
+                         f"{connections.shape[1]} inputs; pass final_layer= to name the head")
+    fed = fed | fed_unknown  # an undecidable input counts as fed: fan-in is an upper bound, flagged by unknown_units
     effective = fed & connections.any(dim=0)
     fan_in = (connections & effective.unsqueeze(0)).sum(dim=1)
     dense = bool(effective.any()) and bool(connections[:, effective].all())
-
     return Structure(
         layers=tuple(layers),
-        final_layer=final_name,
+        final_layer=final.name,
         final_layer_dense=dense,
         fan_in=tuple(int(v) for v in fan_in),
         last_hidden_units=int(fed.numel()),
@@ -474,20 +496,27 @@ def analyze_structure(
         dead_units={layer.name: layer.dead_units for layer in layers},
         collapsed_layers=tuple(layer.name for layer in layers if layer.collapsed),
         connected=bool(layers[-1].alive_units > 0),
-        call_order=tuple(calls),
+        call_order=result.call_order,
         inferred=mask_set.inferred,
+        unknown_units={layer.name: layer.unknown_units for layer in layers if layer.unknown_units},
+        final_layer_source=source,
+        precision=str(dtype).replace("torch.", ""),
     )
 
 
-
-def final_layer_name(model: nn.Module, example_input: torch.Tensor | None = None) -> str:
-    """The classifier's weight name: the last prunable layer the forward pass runs.
+def final_layer_name(
+    model: nn.Module,
+    example_input: Any = None,
+    *,
+    output_transform: Callable[[Any], torch.Tensor] | None = None,
+) -> str:
+    """The head's weight name: the last prunable layer on the output's path (mask-independent).
 
     Without ``example_input`` (and a conv first layer) this falls back to the last prunable layer in
     registration order, which is the classifier for every built-in and torchvision model.
     """
     try:
-        return analyze_structure(model, example_input, MaskSet({})).final_layer
+        return analyze_structure(model, example_input, MaskSet({}), output_transform=output_transform).final_layer
     except ValueError:
         if example_input is not None:
             raise

@@ -140,3 +140,49 @@ def test_for_model_checks_given_masks_or_reads_the_models_own():
     assert isinstance(checked, MaskSet) and bool(checked["fc1.weight"].all())
     with pytest.raises(ValueError, match="fc1.weight"):
         MaskSet.for_model(net, {"fc1.weight": torch.ones(3, 3, dtype=torch.bool)})
+
+
+class _TiedLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tok = torch.nn.Embedding(7, 4)
+        self.lm_head = torch.nn.Linear(4, 7, bias=False)
+        self.lm_head.weight = self.tok.weight
+
+    def forward(self, ids):
+        return self.lm_head(self.tok(ids))
+
+
+def test_apply_to_keeps_a_tie_and_masks_both_owners(tmp_path):
+    from prune_landscape.layers import prunable_parameters
+
+    net = _TiedLM()
+    assert prunable_parameters(net) == ["lm_head.weight"] and prunable_parameters(net, scope="all") == ["lm_head.weight"]
+    shared = net.tok.weight
+    mask = torch.ones(7, 4, dtype=torch.bool)
+    mask[2] = False
+    MaskSet({"lm_head.weight": mask}).apply_to(net)
+    # One Parameter, held as weight_orig by both owners; both forwards see the zeros.
+    assert net.tok.weight_orig is shared and net.lm_head.weight_orig is shared
+    assert torch.equal(net.tok.weight[2], torch.zeros(4)) and torch.equal(net.lm_head.weight[2], torch.zeros(4))
+    assert len(list(net.parameters())) == 1
+    read = MaskSet.from_module(net)
+    assert list(read) == ["lm_head.weight"] and torch.equal(read["lm_head.weight"], mask)
+    path = read.save(tmp_path / "tied.safetensors")
+    assert MaskSet.load(path, _TiedLM()) == read
+    fresh = _TiedLM()
+    MaskSet.load(path).apply_to(fresh)
+    assert fresh.tok.weight_orig is fresh.lm_head.weight_orig
+
+
+def test_apply_to_a_weight_norm_head_appends_a_mask_parametrization():
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import weight_norm
+
+    head = weight_norm(torch.nn.Linear(3, 2))
+    before = head.weight.detach().clone()
+    mask = torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.bool)
+    MaskSet({"weight": mask}).apply_to(head)
+    assert parametrize.is_parametrized(head, "weight") and len(head.parametrizations.weight) == 2
+    assert torch.equal(head.weight.detach(), before * mask)
+    assert torch.equal(MaskSet.from_module(head)["weight"], mask)

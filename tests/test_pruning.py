@@ -13,6 +13,7 @@ from prune_landscape.pruning import (
     register_pruner,
     synflow_scores,
 )
+from prune_landscape.pruning.reinit import fixed_parameters
 
 METHODS = ["magnitude", "random", "snip", "grasp", "synflow", "ntk_sap"]
 FAST = {"ntk_sap": {"iterations": 3, "repeats": 2, "batch_size": 16}, "synflow": {"iterations": 5}}
@@ -160,7 +161,7 @@ class _NoReset(nn.Module):
         (("counting_values", 0.5, "data"), {"eps": 0.1}, r"unknown option\(s\) \['eps'\].*valid options: \['batch_size'"),
         (("counting_values", 0.5, "data"), {"final_layer": "sparse"}, "final_layer must be"),
         (("counting_values", 0.5, "data"), {"scope": "local-ish"}, "scope must be one of"),
-        (("counting_values", 0.99, "data"), {"final_layer": "dense"}, r"fc3.weight alone has 32 weights but the budget is 1"),
+        (("counting_values", 0.99, "data"), {"final_layer": "dense"}, r"fc3.weight alone keeps 32 weights but the whole budget is 1 of \d+ .*largest final-layer floor that fits is min_density=0.03"),
     ],
 )
 def test_bad_input_raises_before_any_work(args, kwargs, message):
@@ -177,7 +178,7 @@ def test_data_dependent_methods_need_data_or_shape():
     for method in ("snip", "grasp"):
         with pytest.raises(ValueError, match=f"pruning method '{method}' needs data"):
             prune(_net(), method, 0.5)
-    with pytest.raises(ValueError, match="needs the batch shape: pass data=... or input_shape="):
+    with pytest.raises(ValueError, match=r"needs the batch shape: pass data=..., example_inputs=... or input_shape="):
         prune(models.resnet20(), "ntk_sap", 0.5)
     with pytest.raises(ValueError, match="needs the input shape"):
         prune(models.resnet20(), "synflow", 0.5)
@@ -185,9 +186,24 @@ def test_data_dependent_methods_need_data_or_shape():
         prune(models.resnet20(), "ntk_sap", 0.5, input_shape=(3, 32, 32), temperature=1.0)
 
 
+class _FusedNoReset(nn.Module):
+    """Owns a prunable Linear whose reset_parameters() is hidden: no rule can re-draw it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.fc.reset_parameters = None  # an attribute that is not callable
+
+    def forward(self, x):
+        return self.fc(x)
+
+
 def test_ntk_sap_needs_a_way_to_reinitialise():
-    with pytest.raises(ValueError, match=r"own parameters without reset_parameters\(\): \['_NoReset'\].*Pass init_fn="):
-        prune(_NoReset(), "ntk_sap", 0.5, input_shape=(4,))
+    with pytest.raises(ValueError, match=r"own prunable weights without reset_parameters\(\): \['fc'\].*Pass init_fn="):
+        prune(_FusedNoReset(), "ntk_sap", 0.5, input_shape=(4,))
+    # A non-prunable parameter without a reset rule keeps its value; the prunable ones are re-drawn.
+    assert fixed_parameters(_NoReset()) == ["scale"]
+    assert prune(_NoReset(), "ntk_sap", 0.5, input_shape=(4,), iterations=2, repeats=1).num_kept == 4
 
     def init_fn(model, generator):
         with torch.no_grad():

@@ -76,8 +76,12 @@ def test_final_layer_dense_and_min_density():
     assert masks["fc"].tolist() == [False, True, True, False] and masks["a"].tolist() == [True, True, False, False]
     masks = allocate(scores, _ones(scores), 4, final_layer="fc", policy="min_density=0.25")
     assert int(masks["fc"].sum()) == 1
-    with pytest.raises(ValueError, match="fc alone has 4 weights but the budget is 3"):
+    # Hand-worked way out: a floor d with ceil(4 d) <= 3 is at most 0.75; round((1 - s) * 8) >= 4 needs
+    # s <= 0.5625, given one step below the boundary (0.5624) so that rounding cannot cross it.
+    with pytest.raises(ValueError, match=r"fc alone keeps 4 weights but the whole budget is 3 of 8 \(133 % of it\)\. "
+                       r"The largest final-layer floor that fits is min_density=0\.75 .*at most 0\.5624"):
         allocate(scores, _ones(scores), 3, final_layer="fc", policy="dense")
+    assert int(allocate(scores, _ones(scores), 3, final_layer="fc", policy=0.75)["fc"].sum()) == 3
     with pytest.raises(ValueError, match="final_layer must be"):
         FinalLayerPolicy.parse("sparse")
     with pytest.raises(ValueError, match=r"in \(0, 1\], got 1.5"):
@@ -112,3 +116,23 @@ def test_imp_schedule_prunes_a_fifth_of_the_remaining_per_round():
     with pytest.raises(ValueError, match=r"round_index must be an integer in \[0, 5\], got 6"):
         schedule.sparsity_at_round(6)
     assert math.isclose(IMPSchedule(2, rate=0.5).sparsity_at_round(2), 0.75)
+
+
+def test_topk_mask_equals_a_stable_descending_sort_with_ties_and_infinities():
+    # Oracle: the documented rule written the slow way (stable sort over the candidates).
+    def by_sort(scores, k, available):
+        flat = scores.reshape(-1).double()
+        candidates = torch.arange(flat.numel()) if available is None else torch.nonzero(available, as_tuple=True)[0]
+        keep = torch.zeros(flat.numel(), dtype=torch.bool)
+        keep[candidates[torch.sort(flat[candidates], descending=True, stable=True).indices[:k]]] = True
+        return keep
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(500):
+        n = int(torch.randint(1, 30, (1,), generator=g))
+        scores = torch.randint(0, 4, (n,), generator=g).double()  # many ties
+        scores[torch.rand(n, generator=g) < 0.1] = float("inf")
+        scores[torch.rand(n, generator=g) < 0.1] = -float("inf")
+        available = torch.rand(n, generator=g) < 0.7 if trial % 2 else None
+        k = int(torch.randint(0, (n if available is None else int(available.sum())) + 1, (1,), generator=g))
+        assert torch.equal(topk_mask(scores, k, available), by_sort(scores, k, available))

@@ -17,11 +17,13 @@ Example:
 
 from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, allocate, num_to_keep
 from prune_landscape.pruning.api import magnitude_step, prune
+from prune_landscape.pruning.fit import check_fit
 from prune_landscape.pruning.grasp import grasp_scores
 from prune_landscape.pruning.magnitude import magnitude_scores
 from prune_landscape.pruning.ntk_sap import ntk_sap_scores
 from prune_landscape.pruning.random_scores import random_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, available_methods, get_pruner, register_pruner
+from prune_landscape.pruning.reinit import redraw_initial_weights
 from prune_landscape.pruning.schedules import GradualSchedule, IMPSchedule, exponential_densities
 from prune_landscape.pruning.snip import snip_scores
 from prune_landscape.pruning.synflow import synflow_scores
@@ -38,6 +40,7 @@ __all__ = [
     "allocate",
     "apportion",
     "available_methods",
+    "check_fit",
     "exponential_densities",
     "get_pruner",
     "grasp_scores",
@@ -47,6 +50,7 @@ __all__ = [
     "num_to_keep",
     "prune",
     "random_scores",
+    "redraw_initial_weights",
     "register_pruner",
     "snip_scores",
     "synflow_scores",

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,16 @@ import torch
 
 from prune_landscape.pruning.topk import apportion, topk_mask
 
-__all__ = ["FinalLayerMode", "FinalLayerPolicy", "Scope", "allocate", "check_final_layer_budget", "num_to_keep"]
+__all__ = [
+    "FinalLayerFit",
+    "FinalLayerMode",
+    "FinalLayerPolicy",
+    "Scope",
+    "allocate",
+    "check_final_layer_budget",
+    "final_layer_fit",
+    "num_to_keep",
+]
 
 
 class Scope(str, Enum):
@@ -116,7 +126,10 @@ def _select(
     if not names:
         return {}
     if scope is Scope.GLOBAL:
-        flat_scores = torch.cat([scores[n].reshape(-1).to("cpu", torch.float64) for n in names])
+        # One common dtype (float32 when every score is float32; widening is exact, the ranking the same).
+        dtype = functools.reduce(torch.promote_types, [scores[n].dtype for n in names])
+        dtype = dtype if dtype.is_floating_point else torch.float64
+        flat_scores = torch.cat([scores[n].reshape(-1).to("cpu", dtype) for n in names])
         flat_available = torch.cat([current[n].reshape(-1).cpu() for n in names])
         flat_keep = topk_mask(flat_scores, budget, flat_available)
         out, start = {}, 0
@@ -147,21 +160,77 @@ def check_final_layer_budget(
         raise ValueError(f"final layer {final_layer!r} is not among the masked tensors {list(current)}")
     final_available = int(current[final_layer].sum())
     total = sum(m.numel() for m in current.values())
+    size = current[final_layer].numel()
     if policy.mode is FinalLayerMode.DENSE:
         if final_available > num_keep:
             raise ValueError(
-                f"final_layer='dense' is impossible: {final_layer} alone has {final_available} weights but the "
-                f"budget is {num_keep} of {total} (density {num_keep / max(1, total):.4g}); "
-                "lower the sparsity or use a min density"
+                f"final_layer='dense' does not fit: {final_layer} alone keeps {final_available:,} weights but the whole "
+                f"budget is {num_keep:,} of {total:,} ({100 * final_available / max(1, num_keep):.0f} % of it). "
+                f"{final_layer_fit(num_keep, size, final_available, total).advice()}"
             )
         return final_available
-    floor = min(final_available, math.ceil(policy.min_density * current[final_layer].numel() - 1e-9))  # type: ignore[operator]
+    floor = min(final_available, math.ceil(policy.min_density * size - 1e-9))  # type: ignore[operator]
     if floor > num_keep:
         raise ValueError(
-            f"final_layer min density {policy.min_density} needs {floor} weights of {final_layer} but the whole "
-            f"budget is {num_keep} of {total}; lower the sparsity or the floor"
+            f"final_layer min density {policy.min_density} needs {floor:,} weights of {final_layer} but the whole "
+            f"budget is {num_keep:,} of {total:,}. {final_layer_fit(num_keep, size, floor, total).advice()}"
         )
     return floor
+
+
+@dataclass(frozen=True)
+class FinalLayerFit:
+    """Whether a final layer kept whole fits a kept budget, and the largest settings that do.
+
+    Attributes:
+        fits: ``needed <= num_keep``.
+        needed: weights the final layer must keep (all of its kept weights for ``dense``).
+        num_keep: the kept budget over all prunable weights.
+        fraction_of_budget: ``needed / num_keep`` (what a "keep it dense" remedy costs).
+        largest_min_density: the largest floor ``d`` (4 decimals, rounded down) with
+            ``ceil(d * size) <= num_keep``: ``final_layer=d`` always fits; 0 when none does.
+        largest_sparsity: the largest sparsity (4 decimals, rounded down) whose kept count
+            ``round((1 - s) * total)`` still holds ``needed`` weights.
+    """
+
+    fits: bool
+    needed: int
+    num_keep: int
+    fraction_of_budget: float
+    largest_min_density: float
+    largest_sparsity: float
+
+    def advice(self) -> str:
+        """One sentence with the two ways out (used in the errors of :func:`check_final_layer_budget`)."""
+        floor_text = (
+            f"The largest final-layer floor that fits is min_density={self.largest_min_density:g} "
+            f"(final_layer={self.largest_min_density:g})"
+            if self.largest_min_density > 0
+            else "No final-layer floor fits"
+        )
+        return f"{floor_text}; or lower the sparsity to at most {self.largest_sparsity:g}"
+
+
+def final_layer_fit(num_keep: int, size: int, needed: int, total: int) -> FinalLayerFit:
+    """Does keeping ``needed`` of the final layer's ``size`` weights fit ``num_keep`` kept of ``total``?
+
+    Example:
+        >>> fit = final_layer_fit(num_keep=333, size=640, needed=640, total=1664)
+        >>> fit.fits, fit.largest_min_density, fit.largest_sparsity, round(fit.fraction_of_budget, 2)
+        (False, 0.5203, 0.6156, 1.92)
+    """
+    largest_floor = math.floor(num_keep / size * 1e4) / 1e4 if size else 0.0
+    # round((1 - s) * total) >= needed  <=>  s <= 1 - (needed - 0.5) / total; a hair below, so rounding
+    # at the boundary (Python's round-half-even) cannot cross it.
+    largest_sparsity = max(0.0, math.floor((1 - (needed - 0.5 + 1e-6) / total) * 1e4) / 1e4) if total else 0.0
+    return FinalLayerFit(
+        fits=needed <= num_keep,
+        needed=needed,
+        num_keep=num_keep,
+        fraction_of_budget=needed / num_keep if num_keep else math.inf,
+        largest_min_density=largest_floor,
+        largest_sparsity=largest_sparsity,
+    )
 
 
 def allocate(

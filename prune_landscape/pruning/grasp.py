@@ -27,11 +27,26 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 from prune_landscape.batching import iter_batches
-from prune_landscape.pruning.workspace import masked_call, weight_of
+from prune_landscape.pruning.workspace import classification_loss, masked_call, weight_of
 
 __all__ = ["grasp_scores"]
+
+
+class _TwiceDifferentiable(TorchFunctionMode):
+    """Runs ``F.hardsigmoid`` (MobileNetV3's gates; its backward has no derivative) as ``relu6(x + 3) / 6``.
+
+    The same function (PyTorch defines hardsigmoid this way), built from ops that differentiate twice.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch protocol
+        kwargs = kwargs or {}
+        if func is nn.functional.hardsigmoid:
+            return nn.functional.relu6(args[0] + 3.0) / 6.0
+        return func(*args, **kwargs)
 
 
 def grasp_scores(
@@ -47,7 +62,7 @@ def grasp_scores(
     """``theta * (H g)`` per masked tensor; keep the highest (= prune the lowest, see module docstring)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    loss_fn = loss_fn or nn.functional.cross_entropy
+    loss_fn = loss_fn or classification_loss
     names = list(masks)
     theta = {n: weight_of(model, n) * masks[n].to(weight_of(model, n).dtype) for n in names}
     leaves = [theta[n].clone().requires_grad_(True) for n in names]
@@ -58,14 +73,21 @@ def grasp_scores(
 
     batches = list(iter_batches(data, batch_size))
     gradient = [torch.zeros_like(t) for t in leaves]
-    for inputs, targets in batches:
-        for total, g in zip(gradient, torch.autograd.grad(batch_loss(inputs, targets), leaves)):
-            total += g
     hessian_gradient = [torch.zeros_like(t) for t in leaves]
-    for inputs, targets in batches:
-        grads = torch.autograd.grad(batch_loss(inputs, targets), leaves, create_graph=True)
-        inner = sum((g * stopped).sum() for g, stopped in zip(grads, gradient))
-        for total, hg in zip(hessian_gradient, torch.autograd.grad(inner, leaves, allow_unused=True)):
-            if hg is not None:  # None: a weight the gradient does not depend on (its H g row is 0)
-                total += hg
+    # The fused attention kernels and hardsigmoid have no double backward: run scaled_dot_product_attention
+    # through its math backend and hardsigmoid as relu6(x + 3) / 6 (the same functions) while GraSP
+    # differentiates twice. None below: a weight the output does not use (an auxiliary head): 0.
+    with sdpa_kernel(SDPBackend.MATH), _TwiceDifferentiable():
+        for inputs, targets in batches:
+            for total, g in zip(gradient, torch.autograd.grad(batch_loss(inputs, targets), leaves, allow_unused=True)):
+                if g is not None:
+                    total += g
+        for inputs, targets in batches:
+            grads = torch.autograd.grad(batch_loss(inputs, targets), leaves, create_graph=True, allow_unused=True)
+            inner = sum((g * stopped).sum() for g, stopped in zip(grads, gradient) if g is not None)
+            if not isinstance(inner, torch.Tensor) or not inner.requires_grad:
+                continue  # the loss is linear in every weight: H g = 0
+            for total, hg in zip(hessian_gradient, torch.autograd.grad(inner, leaves, allow_unused=True)):
+                if hg is not None:
+                    total += hg
     return {n: theta[n] * hg for n, hg in zip(names, hessian_gradient)}

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from prune_landscape.masks import _current_tensor, find_parameter
+from prune_landscape.layers import current_tensor as _current_tensor, find_parameter
 
 __all__ = ["magnitude_scores"]
 

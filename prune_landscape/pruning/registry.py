@@ -9,12 +9,22 @@ A *scorer* is a pure function that only computes scores (allocation and schedule
   before every call and never hands it back to the user.
 - ``masks``: parameter name -> bool tensor (on the model's device), the mask in force; the scorer must
   return a score for each of these names.
-- ``data``: ``None`` for ``data="none"`` methods, else an ``(inputs, targets)`` tensor pair on the model's
+- ``data``: ``None`` for ``data="none"`` methods, else an ``(inputs, targets)`` pair on the model's
   device: the prune set for ``"values"``, a placeholder of the right shapes (zeros) for ``"shapes"``.
+  Inputs may be a tensor, a tuple of positional inputs or a dict of keyword inputs (token ids included),
+  and the prune set may be prepared :class:`~prune_landscape.batching.Batches`: read it with
+  ``iter_batches(data, batch_size)`` and run the model with
+  :func:`~prune_landscape.pruning.workspace.masked_call`, which feeds any input structure and returns
+  "the" output tensor (the user's ``output_transform``), so a scorer never sees a model's conventions.
 - ``generator``: a seeded CPU ``torch.Generator``; draw every random number from it.
 - ``options``: the scorer's own keyword options (keyword parameters with defaults); anything else given to
   :func:`prune` raises. A scorer that declares one of prune()'s own options (``batch_size``,
   ``input_shape``, ...) receives the user's value when one is given.
+
+Before any scorer runs, :func:`prune` refuses methods that do not fit the model
+(:mod:`prune_landscape.pruning.fit`): a new method that synthesises inputs (``"sample_shape"``,
+``"shapes"``) is refused on token-id inputs; one with a ``loss_fn`` option has its default loss checked
+against the data's targets.
 
 Scores: higher = more important; a tensor per name with that weight's shape. Entries already pruned are
 never revived whatever their score.

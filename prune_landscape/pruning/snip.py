@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import iter_batches
-from prune_landscape.pruning.workspace import masked_call, weight_of
+from prune_landscape.pruning.workspace import classification_loss, masked_call, weight_of
 
 __all__ = ["snip_scores"]
 
@@ -40,14 +40,16 @@ def snip_scores(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``|sum over batches of w * dL_b/dw|`` per masked tensor (``L_b``: mean cross-entropy by default)."""
-    loss_fn = loss_fn or nn.functional.cross_entropy
+    loss_fn = loss_fn or classification_loss
     names = list(masks)
     theta = {n: weight_of(model, n) for n in names}
     soft = {n: masks[n].to(theta[n].dtype).requires_grad_(True) for n in names}
     total = {n: torch.zeros_like(theta[n]) for n in names}
     for inputs, targets in iter_batches(data, batch_size):
         outputs = masked_call(model, {n: theta[n] * soft[n] for n in names}, inputs)
-        grads = torch.autograd.grad(loss_fn(outputs, targets), [soft[n] for n in names])
+        # allow_unused: a weight the output does not use (an auxiliary head) has sensitivity 0.
+        grads = torch.autograd.grad(loss_fn(outputs, targets), [soft[n] for n in names], allow_unused=True)
         for n, g in zip(names, grads):
-            total[n] += g
+            if g is not None:
+                total[n] += g
     return {n: total[n].abs() for n in names}

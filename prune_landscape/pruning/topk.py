@@ -37,7 +37,10 @@ def topk_mask(scores: torch.Tensor, k: int, available: torch.Tensor | None = Non
     Raises:
         ValueError: on NaN scores or an impossible ``k``.
     """
-    flat = scores.detach().reshape(-1).to("cpu", torch.float64)
+    flat = scores.detach().reshape(-1).cpu()
+    if not flat.is_floating_point():
+        flat = flat.to(torch.float64)
+    # Floating scores keep their dtype: widening to float64 is exact, so the ranking cannot change.
     if torch.isnan(flat).any():
         raise ValueError(f"scores must not contain NaN, got {int(torch.isnan(flat).sum())} NaN entries")
     candidates = None if available is None else available.reshape(-1).to("cpu", torch.bool)
