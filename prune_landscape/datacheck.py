@@ -80,6 +80,8 @@ def check_data(model: nn.Module, data: DataLike, *, loss: str | None = "cross_en
         ValueError: data: labels must be in [0, 2] for a model with 3 outputs (classes), got labels in [0, 7]
     """
     inputs, targets = first_batch(data, batch_size=2)
+    if not isinstance(inputs, torch.Tensor):
+        return  # tuple/dict inputs (token models, HF batches): the structure pass names what it cannot feed
     given = f"(N, {', '.join(str(d) for d in inputs.shape[1:])}) {str(inputs.dtype).removeprefix('torch.')}"
     training = model.training
     model.eval()  # eval mode: BatchNorm statistics stay untouched
