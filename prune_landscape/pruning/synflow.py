@@ -42,12 +42,15 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from prune_landscape.batching import map_tensors
 from prune_landscape.progress import report
 from prune_landscape.pruning.bnfold import FoldedNetwork
+from prune_landscape.pruning.workspace import output_of
 
 __all__ = ["synflow_scores"]
 
@@ -70,12 +73,13 @@ class _Twin:
     owners: dict[str, tuple[nn.Module, str]]
     theta: dict[str, torch.Tensor]
     leaves: dict[str, torch.Tensor]
-    ones: torch.Tensor
+    ones: Any
     folded: bool
+    source: nn.Module  # the working copy whose output_transform picks "the" output of a dict/tuple output
 
     @classmethod
     def build(
-        cls, model: nn.Module, names: list[str], sample_shape: tuple[int, ...], dtype: torch.dtype, fold: bool
+        cls, model: nn.Module, names: list[str], sample: Any, dtype: torch.dtype, fold: bool
     ) -> _Twin:
         net = copy.deepcopy(model).to(dtype).eval()
         with torch.no_grad():
@@ -84,8 +88,10 @@ class _Twin:
                     tensor.abs_()
                     tensor.requires_grad_(False)
         device = next(iter(net.parameters())).device
-        ones = torch.ones((1, *sample_shape), dtype=dtype, device=device)
-        folded = FoldedNetwork.build(net, ones) if fold else None
+        # A tuple/dict input (several float tensors) gets all-ones in every tensor; folding traces tensors only.
+        structured = not isinstance(sample, torch.Tensor)
+        ones = map_tensors(lambda t: torch.ones((1, *t.shape[1:]), dtype=dtype, device=device), sample)
+        folded = FoldedNetwork.build(net, ones) if fold and not structured else None
         fixed: dict[str, torch.Tensor] = {}
         if folded is not None:
             # |BN| statistics and affine parameters never change across iterations: fold them once.
@@ -98,8 +104,9 @@ class _Twin:
                     module = net.get_submodule(key.rpartition(".")[0])
                     module._parameters["bias"] = nn.Parameter(value, requires_grad=False)
         # Channels-last images: oneDNN then skips a layout reorder per convolution (about 12 % on ResNet-20).
-        layout = torch.channels_last if ones.dim() == 4 else torch.contiguous_format
-        ones = ones.contiguous(memory_format=layout)
+        layout = torch.channels_last if not structured and ones.dim() == 4 else torch.contiguous_format
+        if not structured:
+            ones = ones.contiguous(memory_format=layout)
         owners, theta, leaves = {}, {}, {}
         for name in names:
             module_name, _, attribute = name.rpartition(".")
@@ -111,7 +118,7 @@ class _Twin:
             # The leaf is the module's weight from now on (a plain tensor); each call rewrites it in place.
             leaves[name] = torch.empty_like(theta[name]).requires_grad_(True)
             setattr(module, attribute, leaves[name])
-        return cls(net, owners, theta, leaves, ones, folded is not None)
+        return cls(net, owners, theta, leaves, ones, folded is not None, model)
 
     def scores(self, masks: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``R`` and ``|theta * dR/dtheta|`` under ``masks`` (one forward, one backward)."""
@@ -120,7 +127,11 @@ class _Twin:
         with torch.no_grad():
             for name, leaf in zip(names, leaves):
                 torch.mul(self.theta[name], masks[name], out=leaf)
-        flow = self.net(self.ones).sum()
+        if isinstance(self.ones, Mapping):
+            raw = self.net(**self.ones)
+        else:
+            raw = self.net(*self.ones) if isinstance(self.ones, tuple) else self.net(self.ones)
+        flow = output_of(self.source, raw).sum()
         grads = torch.autograd.grad(flow, leaves, allow_unused=True)
         with torch.no_grad():
             used = [i for i, g in enumerate(grads) if g is not None]
@@ -160,14 +171,14 @@ class _Cache:
 _CACHES: weakref.WeakKeyDictionary[nn.Module, _Cache] = weakref.WeakKeyDictionary()
 
 
-def _twin(model: nn.Module, names: list[str], sample_shape: tuple[int, ...], dtype: torch.dtype, fold: bool) -> _Twin:
+def _twin(model: nn.Module, names: list[str], sample: Any, dtype: torch.dtype, fold: bool) -> _Twin:
     cache = _CACHES.get(model)
     if cache is None or not cache.current():
         cache = _Cache.of(model)
         _CACHES[model] = cache
-    key = (tuple(names), sample_shape, dtype, fold)
+    key = (tuple(names), repr(map_tensors(lambda t: tuple(t.shape[1:]), sample)), dtype, fold)
     if key not in cache.twins:
-        cache.twins[key] = _Twin.build(model, names, sample_shape, dtype, fold)
+        cache.twins[key] = _Twin.build(model, names, sample, dtype, fold)
     return cache.twins[key]
 
 
@@ -196,9 +207,9 @@ def synflow_scores(
     if double not in (None, True, False):
         raise ValueError(f"double must be None (float32, float64 on overflow), True or False, got {double!r}")
     names = list(masks)
-    sample_shape = tuple(data[0].shape[1:])
+    sample = data[0]
     dtype = torch.float64 if double else torch.float32
-    flow, scores = _twin(model, names, sample_shape, dtype, fold_batchnorm).scores(masks)
+    flow, scores = _twin(model, names, sample, dtype, fold_batchnorm).scores(masks)
     if dtype == torch.float32 and not _usable(flow, masks):
         if double is False:
             raise ValueError(
@@ -206,7 +217,7 @@ def synflow_scores(
                 "use double=None (falls back to float64) or double=True"
             )
         dtype = torch.float64
-        flow, scores = _twin(model, names, sample_shape, dtype, fold_batchnorm).scores(masks)
+        flow, scores = _twin(model, names, sample, dtype, fold_batchnorm).scores(masks)
         if float(flow) == 0.0:
             warnings.warn(
                 "SynFlow's flow R is exactly 0, so every score is 0 and the kept set falls to the tie rule "
