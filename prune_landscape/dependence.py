@@ -474,21 +474,35 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
     kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
     if from_model and tensor.dim() > 1:
         values = tensor.detach().to(dtype)
-        if int(torch.count_nonzero(values)) < values.numel():  # rare for real weights: replace kept zeros
+        if mask is None and int(torch.count_nonzero(values)) < values.numel():
             nonzero = values != 0
             scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
             values = torch.where(nonzero, values, torch.randn(values.shape, generator=generator, dtype=dtype,
                                                              device=values.device) * scale)
+        weights = values if mask is None else values.mul(mask.to(values.device))
         if embedding:
-            return values if mask is None else values * mask.to(device=values.device, dtype=dtype)
+            return weights
         # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
         # (random-init weights with BatchNorm statistics of 0 and 1 would otherwise blow activations up).
-        weights = values if mask is None else values * mask.to(device=values.device, dtype=dtype)
         rows = weights.movedim(unit_axis, 0)
-        norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1).clamp(min=torch.finfo(dtype).tiny)
+        norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
+        empty = norms == 0
+        if mask is not None and bool(empty.any()):
+            # Kept entries that are all exactly 0 in a row (a zero-initialised head): random values instead.
+            kept_rows = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).any(dim=1).to(empty.device)
+            if bool((empty & kept_rows).any()):
+                fill = torch.randn(weights.shape, generator=generator, dtype=dtype, device=weights.device)
+                row_shape = [1] * weights.dim()
+                row_shape[unit_axis] = -1
+                weights = torch.where((empty & kept_rows).reshape(row_shape), fill.mul_(mask.to(fill.device)), weights)
+                rows = weights.movedim(unit_axis, 0)
+                norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
         shape = [1] * values.dim()
         shape[unit_axis] = -1
-        return weights.div_(norms.reshape(shape)) if weights is not values else weights / norms.reshape(shape)
+        norms = norms.clamp(min=torch.finfo(dtype).tiny).reshape(shape)
+        # In place only on a tensor allocated here: ``values`` may share the user's storage.
+        fresh = weights.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+        return weights.div_(norms) if fresh else weights / norms
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and

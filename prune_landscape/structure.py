@@ -442,7 +442,7 @@ def analyze_structure(
                 mask = mask_set.get(alias, mask)
         shape = tuple(current_tensor(module, weight.attr).shape) if mask is None else tuple(mask.shape)
         total = int(torch.Size(shape).numel())
-        kept = total if mask is None else int(mask.sum())
+        kept = total if mask is None else int(torch.count_nonzero(mask))
         if records:
             alive = torch.zeros(records[0].from_input.numel(), dtype=torch.bool)
             unsure = torch.zeros_like(alive)

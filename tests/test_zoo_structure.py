@@ -129,3 +129,7 @@ def test_float32_model_values_agree_with_float64_random_values(name):
         decided = torch.ones_like(a.alive) if b.unknown is None else ~b.unknown
         assert torch.equal(a.alive[decided], b.alive[decided]), f"{name} {a.name}: {a.alive_units} vs {b.alive_units}"
     assert wide.fan_in == narrow.fan_in and wide.final_layer == narrow.final_layer
+    # The float32 path reads the model's own tensors (no copy when no mask applies): still never written.
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    analyze_structure(model, example, output_transform=entry.output_transform, precision="float32")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), f"{name}: weights changed"
