@@ -32,11 +32,11 @@ __all__ = ["ConfigError", "DATASET_OPTIONS", "METHOD_OPTIONS", "MODEL_OPTIONS", 
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "grasp": ("batch_size", "iterations", "loss_fn", "num_batches", "prune_samples", "temperature"),
     "magnitude": ("iterations",),
-    "ntk_sap": ("batch_size", "channels_last", "eps", "fold_batchnorm", "init_fn", "input_shape", "iterations",
-                "num_batches", "prune_samples", "repeats"),
+    "ntk_sap": ("batch_size", "batchnorm", "channels_last", "double", "eps", "fold_batchnorm", "init_fn", "input_shape",
+                "iterations", "num_batches", "prune_samples", "repeats"),
     "random": ("iterations",),
     "snip": ("batch_size", "iterations", "loss_fn", "num_batches", "prune_samples"),
-    "synflow": ("double", "input_shape", "iterations"),
+    "synflow": ("double", "fold_batchnorm", "input_shape", "iterations"),
 }
 #: ``prune_landscape.probes.PROBES``.
 PROBE_NAMES: tuple[str, ...] = ("final_layer_gap", "hessian", "restart_spread", "surface")

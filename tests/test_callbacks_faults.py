@@ -241,7 +241,7 @@ def test_an_impossible_dense_head_budget_fails_at_setup_before_any_step(tmp_path
     """mlp 6-8-24: the head has 192 of 240 weights; at 90 % (or 1 - 0.8^12 = 93 %) sparsity 24 are kept."""
     ns = namespace("pytorch_lightning")
     fit = trainer(ns, tmp_path, [make()], epochs=1)
-    with pytest.raises(ValueError, match=r"final_layer='dense' is impossible: model.fc2.weight alone has 192 weights but the budget is (24|16) of 240"):
+    with pytest.raises(ValueError, match=r"final_layer='dense' does not fit: model.fc2.weight alone keeps 192 weights but the whole budget is (24|16) of 240"):
         fit.fit(LitClassifier(models.mlp([6, 8, 24]), lr=0.05), data())
     assert fit.global_step == 0
 
