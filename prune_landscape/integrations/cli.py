@@ -31,7 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from prune_landscape.config_check import ConfigError, check_config
+from prune_landscape.integrations.config_check import ConfigError, check_config
 
 # torch and the core load inside the commands, after the arguments are checked: a mistake is reported in
 # well under a second, before Hydra makes any run directory.
@@ -163,14 +163,14 @@ def _output_dir(cfg: DictConfig) -> Path:
         raise UsageError(f"output_dir cannot be resolved ({error}); set output_dir=<directory>") from None
     if not configured:
         raise UsageError("output_dir is empty; set output_dir=<directory>")
-    from prune_landscape.sweep import check_writable
+    from prune_landscape.experiments.sweep import check_writable
 
     return check_writable(str(configured))
 
 
 # ------------------------------------------------------------------------------------------- audit
 def _build_plan(cfg: DictConfig) -> Any:
-    from prune_landscape.sweep import SweepPlan
+    from prune_landscape.experiments.sweep import SweepPlan
 
     a = cfg.audit
     sparsities = [a.sparsity] if a.get("sparsity") is not None else list(a.sparsities)
@@ -187,7 +187,7 @@ def _build_plan(cfg: DictConfig) -> Any:
 
 def _check_model(factory: Callable[[], Any], data: Any, *, loss: str = "cross_entropy") -> str:
     """One forward on two samples and the label range, before any work (see ``sweep.check_data``)."""
-    from prune_landscape.sweep import check_data
+    from prune_landscape.experiments.sweep import check_data
 
     model = factory()
     try:
@@ -284,7 +284,7 @@ def _cell_value(value: Any) -> Any:
 def _finish_loggers(loggers: Sequence[Any], paths: dict[str, Path], rows: list[dict[str, Any]], headline: list[str],
                     status: str = "success") -> None:
     """W&B: one summary table, one table of raw numbers and the report's comparative plots; then close every logger."""
-    from prune_landscape.html import COLUMNS
+    from prune_landscape.experiments.html import COLUMNS
 
     for logger in loggers:
         if _is_wandb(logger):
@@ -318,7 +318,7 @@ def _wandb_offline_if_unreachable(cfg: DictConfig, timeout: float = 3.0) -> None
     import socket
     from urllib.parse import urlparse
 
-    from prune_landscape.loggers import configure_wandb_mode
+    from prune_landscape.integrations.loggers import configure_wandb_mode
 
     if configure_wandb_mode() != "online":
         return
@@ -333,7 +333,7 @@ def _wandb_offline_if_unreachable(cfg: DictConfig, timeout: float = 3.0) -> None
 
 
 def _failure_meta(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    from prune_landscape.sweep import failed_rows
+    from prune_landscape.experiments.sweep import failed_rows
 
     meta = {}
     failed = failed_rows(rows)
@@ -364,8 +364,8 @@ def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[dict[str, Any]], Non
 
 
 def _run_audit(cfg: DictConfig, hooks: Iterable[Callable[[dict[str, Any]], None]]) -> Path:
-    from prune_landscape.html import headline, render_report
-    from prune_landscape.sweep import RowStore, finished_rows, run_sweep
+    from prune_landscape.experiments.html import headline, render_report
+    from prune_landscape.experiments.sweep import RowStore, finished_rows, run_sweep
 
     try:
         job = _AuditJob(cfg)
@@ -468,7 +468,7 @@ def _run_train(cfg: DictConfig) -> Path:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from prune_landscape.sweep import fresh_model
+    from prune_landscape.experiments.sweep import fresh_model
 
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -4,7 +4,7 @@ Lightning adapter: this module may import pytorch_lightning; the core never impo
 
 Example:
     >>> from prune_landscape import models
-    >>> from prune_landscape.lit import LitClassifier
+    >>> from prune_landscape.integrations.lit import LitClassifier
     >>> lit = LitClassifier(models.mlp([4, 8, 3]), lr=0.05, optimizer="sgd")
     >>> lit.hparams.lr
     0.05

@@ -4,7 +4,7 @@ Constructor arguments are plain values (str/int/float/bool/lists) so Hydra can b
 ``_target_`` configs.
 
 Example:
-    >>> from prune_landscape.datamodules import DataModule
+    >>> from prune_landscape.integrations.datamodules import DataModule
     >>> dm = DataModule("digits", batch_size=64, val_fraction=0.1)
     >>> dm.setup("fit")
     >>> x, y = next(iter(dm.train_dataloader()))

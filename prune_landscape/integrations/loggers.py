@@ -14,7 +14,7 @@ Lightning adapter: this module may import pytorch_lightning (and wandb lazily); 
 
 Example:
     >>> import os
-    >>> from prune_landscape.loggers import configure_wandb_mode
+    >>> from prune_landscape.integrations.loggers import configure_wandb_mode
     >>> configure_wandb_mode({"WANDB_MODE": "online"})  # no API key: offline
     'offline'
 """
