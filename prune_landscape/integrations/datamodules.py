@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
-from prune_landscape.data import _TORCHVISION, DatasetInfo, dataset_info, load_dataset
+from prune_landscape.data import TORCHVISION_DATASETS, DatasetInfo, dataset_info, load_dataset
 
 __all__ = ["DataModule", "EpochShuffleSampler", "TensorDataModule"]
 
@@ -131,7 +131,7 @@ class DataModule(_Loaders, pl.LightningDataModule):
         self.seed = int(seed)
         self.download = bool(download)
         self.dataset_options = dict(dataset_options)
-        if name in _TORCHVISION:
+        if name in TORCHVISION_DATASETS:
             self.dataset_options.update(root=str(root), download=self.download)
         # Validates the name and options now, before any file is touched.
         self.info: DatasetInfo = dataset_info(name, **self.dataset_options)
@@ -142,7 +142,7 @@ class DataModule(_Loaders, pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: the place to download.
-        if self.download and self.name in _TORCHVISION:
+        if self.download and self.name in TORCHVISION_DATASETS:
             for split in ("train", "test"):
                 load_dataset(self.name, split, **self.dataset_options)
 
