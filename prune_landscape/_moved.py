@@ -4,6 +4,8 @@ The adapters moved to ``prune_landscape/integrations/`` (issue 14). ``prune_land
 ``prune_landscape.lit``, ``prune_landscape.loggers`` and ``prune_landscape.datamodules`` keep working as
 thin aliases: each re-exports its new module, forwards every other attribute to it (Hydra ``_target_``
 strings in old configs still resolve), and raises one :class:`DeprecationWarning` on first import.
+``prune_landscape.cli`` forwards the same way but silently: console scripts installed before the move run
+``from prune_landscape.cli import main``, and a warning there would be printed on every command.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ def _caller_level() -> int:
     return level
 
 
-def alias(old: str, new: str) -> tuple[list[str], Callable[[str], Any]]:
-    """Warn that ``old`` moved to ``new``; return ``new``'s public names and a module ``__getattr__``.
+def alias(old: str, new: str, *, warn: bool = True) -> tuple[list[str], Callable[[str], Any]]:
+    """Warn that ``old`` moved to ``new`` (unless ``warn`` is False); return ``new``'s public names and a
+    module ``__getattr__``.
 
     Used by an alias module as::
 
@@ -40,8 +43,9 @@ def alias(old: str, new: str) -> tuple[list[str], Callable[[str], Any]]:
         __all__, __getattr__ = alias(__name__, _MOVED_TO)
     """
     target: types.ModuleType = importlib.import_module(new)
-    warnings.warn(f"{old} moved to {new}; import from {new} instead ({old} is a deprecated alias and will be "
-                  f"removed)", DeprecationWarning, stacklevel=_caller_level())
+    if warn:
+        warnings.warn(f"{old} moved to {new}; import from {new} instead ({old} is a deprecated alias and will be "
+                      f"removed)", DeprecationWarning, stacklevel=_caller_level())
     public = list(getattr(target, "__all__", [n for n in vars(target) if not n.startswith("_")]))
 
     def forward(name: str) -> Any:

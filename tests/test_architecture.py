@@ -6,7 +6,7 @@
   core. Nothing outside ``integrations/`` imports Lightning, Hydra, OmegaConf or W&B at module level,
   directly or through another module it imports at module level.
 - Data flows down the tiers: integrations -> experiments -> core, never back up (function-local imports
-  included). The deprecated aliases of moved modules (``callbacks.py``, ``lit.py``, ...: the modules that
+  included). The aliases of moved modules (``callbacks.py``, ``lit.py``, ``cli.py``, ...: the modules that
   call ``prune_landscape._moved.alias``) forward to ``integrations/`` and nothing in the package imports them.
 - No private name (a module or a name with a leading underscore) is imported from outside the package
   (directory) that owns it. Today's violations are listed in ``ALLOWED_PRIVATE_IMPORTS`` so that only new
@@ -346,7 +346,7 @@ def test_the_tiers_are_folders_and_data_flows_down():
 def test_the_deprecated_aliases_forward_to_integrations_and_nothing_uses_them():
     modules = package_modules()
     aliases = sorted(m for m in modules if is_alias(m))
-    assert aliases == [f"{PACKAGE}.{name}" for name in ("callbacks", "datamodules", "lit", "loggers")]
+    assert aliases == [f"{PACKAGE}.{name}" for name in ("callbacks", "cli", "datamodules", "lit", "loggers")]
     for alias in aliases:
         text = modules[alias].read_text(encoding="utf-8")
         target = f'_MOVED_TO = "{PACKAGE}.{ADAPTER_FOLDER}.{alias.rpartition(".")[2]}"'
