@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import MaskSet, models
-from prune_landscape.callbacks import LandscapeAudit
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.callbacks import LandscapeAudit
+from prune_landscape.integrations.lit import LitClassifier
 
 
 def load_digits_32(max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:

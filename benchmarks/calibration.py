@@ -36,7 +36,8 @@ from scipy import stats
 
 from prune_landscape import models
 from prune_landscape.data import digits, teacher_student
-from prune_landscape.sweep import SweepPlan, audit_cell
+from prune_landscape.experiments.plan import SweepPlan
+from prune_landscape.experiments.sweep import audit_cell
 
 LEVELS = ("BROKEN", "RISKY", "CAUTION", "SAFE")
 

@@ -1,7 +1,9 @@
 """prune_landscape: pruning pipelines that check where the zeros land.
 
-The core (masks, structure, pruning, theory, probes, report) imports no lightning, hydra, omegaconf or
-wandb; the adapters (callbacks, lit, loggers, datamodules, cli) call the core, never the other way round.
+Three tiers, one folder each above the core: the core (this folder: masks, structure, pruning, theory,
+probes, report, training) imports no lightning, hydra, omegaconf or wandb; ``experiments/`` (the sweep and
+its reports) calls the core; ``integrations/`` (Lightning callbacks, lit, loggers, datamodules, the Hydra CLI)
+calls both. Never the other way round.
 
 Example:
     >>> import torch
@@ -73,17 +75,21 @@ __all__ = [
     "MaskLevel",
     "MaskVerdict",
     "plan_remedy",
-    # submodules: models (built-in nets), data, probes, theory, training, callbacks (Lightning)
+    # submodules: models (built-in nets), data, probes, theory, training; the tiers experiments, integrations
     "models",
     "data",
     "probes",
     "theory",
     "training",
+    "experiments",
+    "integrations",
 ]
 
 __version__ = "0.1.0"
 
-_LAZY = {"models", "data", "probes", "theory", "training", "callbacks", "datamodules", "lit", "loggers"}
+_LAZY = {"models", "data", "probes", "theory", "training", "experiments", "integrations",
+         # deprecated aliases of integrations.<name> (each warns once): kept so old code keeps running
+         "callbacks", "datamodules", "lit", "loggers"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Built-in data: scikit-learn's digits and a teacher-student task (offline), and torchvision's image sets.
 
 Everything here returns plain tensors or a ``torch.utils.data.Dataset``; the Lightning adapter lives in
-:mod:`prune_landscape.datamodules`. Nothing is downloaded unless ``download=True`` is asked for, and
+:mod:`prune_landscape.integrations.datamodules`. Nothing is downloaded unless ``download=True`` is asked for, and
 missing files raise a :class:`FileNotFoundError` that names every file expected and where.
 
 Example:
@@ -24,11 +24,12 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from prune_landscape.models import MLP, mlp
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "digits", "load_dataset", "teacher_network", "teacher_student"]
+__all__ = ["DATASETS", "TORCHVISION_DATASETS", "DatasetInfo", "dataset_info", "digits", "load_dataset", "teacher_network", "teacher_student"]
 
-_TORCHVISION = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+#: The data sets read through torchvision (files under ``root``, downloaded only when asked).
+TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Names accepted by :func:`load_dataset` and :func:`dataset_info`.
-DATASETS: tuple[str, ...] = ("digits", "teacher_student", *_TORCHVISION)
+DATASETS: tuple[str, ...] = ("digits", "teacher_student", *TORCHVISION_DATASETS)
 _SPLITS = ("train", "test")
 _TASKS = ("regression", "classification")
 
@@ -363,7 +364,7 @@ def _torchvision_dataset(
 _OPTIONS = {
     "digits": {"image_size", "channels", "seed", "test_fraction", "max_samples"},
     "teacher_student": {"n", "n_test", "d", "widths", "outputs", "task", "activation", "noise", "seed"},
-    **{name: {"root", "download", "image_size", "channels", "augment", "max_samples"} for name in _TORCHVISION},
+    **{name: {"root", "download", "image_size", "channels", "augment", "max_samples"} for name in TORCHVISION_DATASETS},
 }
 _TEACHER_DEFAULTS = {"n": 1024, "n_test": None, "d": 16}
 

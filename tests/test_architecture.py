@@ -2,9 +2,12 @@
 
 - No import cycle between modules of ``prune_landscape``, counting function-local imports too (a cycle
   hidden inside a function is still a cycle in the design).
-- The pure core (everything but the adapters: ``callbacks/``, ``integrations/``, ``lit.py``,
-  ``loggers.py``, ``datamodules.py``, ``cli.py``) imports no Lightning, Hydra, OmegaConf or W&B at module
-  level, directly or through another module it imports at module level.
+- Tiers are folders: ``integrations/`` (adapters), ``experiments/`` (sweep and reports), the rest is the
+  core. Nothing outside ``integrations/`` imports Lightning, Hydra, OmegaConf or W&B at module level,
+  directly or through another module it imports at module level.
+- Data flows down the tiers: integrations -> experiments -> core, never back up (function-local imports
+  included). The aliases of moved modules (``callbacks.py``, ``lit.py``, ``cli.py``, ...: the modules that
+  call ``prune_landscape._moved.alias``) forward to ``integrations/`` and nothing in the package imports them.
 - No private name (a module or a name with a leading underscore) is imported from outside the package
   (directory) that owns it. Today's violations are listed in ``ALLOWED_PRIVATE_IMPORTS`` so that only new
   ones fail; issue 14 asks for them to go.
@@ -25,26 +28,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "prune_landscape"
 FRAMEWORKS = frozenset({"lightning", "pytorch_lightning", "lightning_fabric", "hydra", "omegaconf", "wandb"})
-# Adapter modules and folders, relative to the package: they may import the frameworks, the core may not.
-ADAPTER_MODULES = frozenset({"lit", "loggers", "datamodules", "cli"})
-ADAPTER_FOLDERS = frozenset({"callbacks", "integrations"})
+# The tiers above the core, by folder (relative to the package), lowest first: a module may import its own
+# tier and the tiers below it. Only the top one (the adapters) may import the frameworks.
+TIER_FOLDERS = ("experiments", "integrations")
+ADAPTER_FOLDER = "integrations"
+#: The module a deprecated alias calls (what marks a module as an alias of a moved one).
+ALIAS_MAKER = f"{PACKAGE}._moved"
 
 # (importer, private thing) pairs found on the day this test was written. Remove an entry when its import
 # goes; anything not listed fails.
 ALLOWED_PRIVATE_IMPORTS = frozenset({
     # masks._current_tensor is read by three other packages (issue 14: masks.py should own it publicly).
-    ("prune_landscape.callbacks._support", "prune_landscape.masks._current_tensor"),
+    ("prune_landscape.integrations.callbacks._support", "prune_landscape.masks._current_tensor"),
     ("prune_landscape.probes.surface", "prune_landscape.masks._current_tensor"),
     ("prune_landscape.pruning.magnitude", "prune_landscape.masks._current_tensor"),
     # Tests and a benchmark reaching into the probes' private helpers (issue 14: probes/_params.py).
     ("benchmarks.bench_surface", "prune_landscape.probes._params"),
     ("tests.test_probes_hessian", "prune_landscape.probes._params"),
     ("tests.test_probes_surface", "prune_landscape.probes._params"),
-    ("tests.test_sweep", "prune_landscape.sweep._policy_text"),
+    ("tests.test_sweep", "prune_landscape.experiments.plan._policy_text"),
     # The CLI fault tests drive the train app and the W&B reachability probe directly.
-    ("tests.test_faults", "prune_landscape.cli._train_app"),
-    ("tests.test_faults", "prune_landscape.cli._wandb_offline_if_unreachable"),
-    ("tests.test_faults", "prune_landscape.cli._NUMBERS"),
+    ("tests.test_faults", "prune_landscape.integrations.cli_train._train_app"),
+    ("tests.test_faults", "prune_landscape.integrations.cli_loggers._wandb_offline_if_unreachable"),
+    ("tests.test_faults", "prune_landscape.integrations.cli_loggers._NUMBERS"),
 })
 
 MAX_MODULE_LINES = 400
@@ -192,10 +198,21 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def is_adapter(module: str) -> bool:
-    """True for the modules allowed to import the frameworks."""
+def tier(module: str) -> int:
+    """0 for the core, then 1 + the index of the module's tier folder (``experiments/``, ``integrations/``)."""
     parts = module.split(".")[1:]
-    return bool(parts) and (parts[0] in ADAPTER_FOLDERS or (len(parts) == 1 and parts[0] in ADAPTER_MODULES))
+    return TIER_FOLDERS.index(parts[0]) + 1 if parts and parts[0] in TIER_FOLDERS else 0
+
+
+def is_adapter(module: str) -> bool:
+    """True for the modules allowed to import the frameworks: those under ``integrations/``."""
+    parts = module.split(".")[1:]
+    return bool(parts) and parts[0] == ADAPTER_FOLDER
+
+
+def is_alias(module: str) -> bool:
+    """True for a deprecated alias of a moved module (it calls ``prune_landscape._moved.alias``)."""
+    return any(i.importer == module and i.module == ALIAS_MAKER for i in package_imports())
 
 
 def _parents(module: str) -> list[str]:
@@ -301,8 +318,9 @@ def test_no_import_cycles_counting_function_local_imports():
 
 
 def test_the_core_imports_no_framework_at_module_level():
-    core = [m for m in package_modules() if not is_adapter(m)]
-    assert len(core) >= 30 and "prune_landscape.masks" in core and "prune_landscape.cli" not in core
+    core = [m for m in package_modules() if not is_adapter(m) and not is_alias(m)]
+    assert len(core) >= 30 and "prune_landscape.masks" in core and "prune_landscape.integrations.cli" not in core
+    assert "prune_landscape.experiments.sweep" in core  # the experiments are held to the same rule
     offenders = {}
     for module in core:
         loaded = loaded_on_import(module)
@@ -311,6 +329,31 @@ def test_the_core_imports_no_framework_at_module_level():
         if adapters or direct:
             offenders[module] = adapters + direct
     assert offenders == {}, f"core modules that load an adapter or a framework on import: {offenders}"
+
+
+def test_the_tiers_are_folders_and_data_flows_down():
+    modules = package_modules()
+    adapters = sorted(m for m in modules if is_adapter(m))
+    assert {"prune_landscape.integrations.cli", "prune_landscape.integrations.callbacks.audit",
+            "prune_landscape.integrations.loggers"} <= set(adapters)
+    assert tier("prune_landscape.masks") == 0 and tier("prune_landscape.experiments.sweep") == 1
+    assert tier("prune_landscape.integrations.cli") == 2
+    upward = sorted(f"{i.importer}:{i.line} imports {i.module}" for i in package_imports()
+                    if i.module in modules and tier(i.module) > tier(i.importer))
+    assert upward == [], f"imports that climb back up a tier (integrations -> experiments -> core only): {upward}"
+
+
+def test_the_deprecated_aliases_forward_to_integrations_and_nothing_uses_them():
+    modules = package_modules()
+    aliases = sorted(m for m in modules if is_alias(m))
+    assert aliases == [f"{PACKAGE}.{name}" for name in ("callbacks", "cli", "datamodules", "lit", "loggers")]
+    for alias in aliases:
+        text = modules[alias].read_text(encoding="utf-8")
+        target = f'_MOVED_TO = "{PACKAGE}.{ADAPTER_FOLDER}.{alias.rpartition(".")[2]}"'
+        assert target in text, f"{alias}: expected the line {target!r}"
+        assert f"{PACKAGE}.{ADAPTER_FOLDER}.{alias.rpartition('.')[2]}" in modules
+    users = sorted(f"{i.importer}:{i.line}" for i in package_imports() if i.module in aliases)
+    assert users == [], f"package modules importing a deprecated alias (import from integrations/): {users}"
 
 
 def test_no_new_private_import_across_packages():

@@ -15,9 +15,9 @@ from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import MaskSet, models
-from prune_landscape.callbacks import LandscapeAudit
-from prune_landscape.lit import LitClassifier
-from prune_landscape.loggers import SafeWandbLogger, logger_failed
+from prune_landscape.integrations.callbacks import LandscapeAudit
+from prune_landscape.integrations.lit import LitClassifier
+from prune_landscape.integrations.loggers import SafeWandbLogger, logger_failed
 
 
 def _data(seed=0, n=48):

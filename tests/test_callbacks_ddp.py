@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader, TensorDataset
 
     from prune_landscape import MaskSet, models
-    from prune_landscape.callbacks import GradualMagnitudePruning, LandscapeAudit, PruneAtInit
-    from prune_landscape.lit import LitClassifier
+    from prune_landscape.integrations.callbacks import GradualMagnitudePruning, LandscapeAudit, PruneAtInit
+    from prune_landscape.integrations.lit import LitClassifier
     from prune_landscape.pruning import GradualSchedule
 
     out = Path(sys.argv[1])

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from _lightning_namespaces import NAMESPACES, data, namespace, trainer
 from prune_landscape import MaskSet, models
-from prune_landscape.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
+from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.pruning import GradualSchedule, IMPSchedule
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from _lightning_namespaces import NAMESPACES, data, namespace, trainer
-from prune_landscape.callbacks import LandscapeAudit, PruneAtInit
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.callbacks import LandscapeAudit, PruneAtInit
+from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape import models
 
 
@@ -199,7 +199,7 @@ def test_a_working_forward_is_the_network_and_a_wrong_name_fails_at_setup(tmp_pa
 @pytest.mark.parametrize("ns_name", NAMESPACES)
 def test_this_packages_pruners_that_need_a_forward_prune_a_module_without_one(tmp_path, ns_name):
     """SNIP and a dense final layer run a forward: through the chosen network, not the LightningModule."""
-    from prune_landscape.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning
+    from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning
     from prune_landscape.pruning import GradualSchedule, IMPSchedule
 
     ns = namespace(ns_name)

@@ -11,8 +11,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import MaskSet, models
-from prune_landscape.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
+from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.pruning import GradualSchedule, IMPSchedule, prune
 
 N = 6 * 8 + 8 * 3  # prunable weights of mlp([6, 8, 3])

@@ -16,8 +16,8 @@ from torch.nn.utils import prune as torch_prune
 
 from _lightning_namespaces import NAMESPACES, data, namespace, trainer
 from prune_landscape import MaskSet
-from prune_landscape.callbacks import LandscapeAudit
-from prune_landscape.loggers import configure_wandb_mode
+from prune_landscape.integrations.callbacks import LandscapeAudit
+from prune_landscape.integrations.loggers import configure_wandb_mode
 
 _BLOCK = 32768  # the .wandb file is a LevelDB-style log: 7-byte header, then 32 KiB blocks of records
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
@@ -186,7 +186,7 @@ def test_probe_figures_render_without_pyplot_on_an_agg_canvas():
 
     from matplotlib.figure import Figure
 
-    from prune_landscape.loggers import figure_to_array
+    from prune_landscape.integrations.loggers import figure_to_array
 
     had_pyplot = "matplotlib.pyplot" in sys.modules
     figure = Figure(figsize=(2, 1), dpi=40, facecolor=(1.0, 0.0, 0.0))
@@ -199,7 +199,7 @@ def test_probe_figures_render_without_pyplot_on_an_agg_canvas():
 def test_an_unreachable_wandb_server_falls_back_to_offline_within_the_timeout(tmp_path, monkeypatch, offline_wandb):
     """W&B's own default waits 90 s on a server it cannot reach; SafeWandbLogger gives up after
     init_timeout and logs the run offline, so nothing is lost and training starts promptly."""
-    from prune_landscape.loggers import SafeWandbLogger
+    from prune_landscape.integrations.loggers import SafeWandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prune_landscape import models
-from prune_landscape.cli import CONF_DIR, UsageError, main, recipe_command, run_audit, run_train
+from prune_landscape.integrations.cli import CONF_DIR, UsageError, main, recipe_command, run_audit, run_train
 from prune_landscape.data import digits
 from test_html import _check_cells, _Tables
 
@@ -217,7 +217,7 @@ print(json.dumps({
 
 def test_the_fast_checker_knows_exactly_the_built_in_names():
     """The CLI checks names without importing torch; its tables must equal the live registries (fresh process)."""
-    from prune_landscape import config_check
+    from prune_landscape.integrations import config_check
 
     result = subprocess.run([sys.executable, "-c", LIVE_NAMES], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
@@ -230,7 +230,7 @@ def test_the_fast_checker_knows_exactly_the_built_in_names():
 
 
 def test_every_recipe_and_default_config_passes_the_checker():
-    from prune_landscape.config_check import check_config
+    from prune_landscape.integrations.config_check import check_config
 
     for command in ("audit", "train"):
         check_config(compose(command, overrides=["audit.methods=[magnitude]", "audit.sparsities=[0.5]"]
@@ -261,7 +261,7 @@ def test_train_settings_are_checked_before_any_folder(tmp_path, capsys):
 
 def test_the_cli_checks_arguments_without_importing_torch():
     """What keeps a CLI mistake under a second: the package, the CLI and the checker load no torch."""
-    code = ("import sys, prune_landscape, prune_landscape.cli, prune_landscape.config_check; "
+    code = ("import sys, prune_landscape, prune_landscape.integrations.cli, prune_landscape.integrations.config_check; "
             "print(sorted(m for m in ('torch', 'pytorch_lightning', 'wandb', 'sklearn') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})

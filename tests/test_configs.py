@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from prune_landscape.cli import CONF_DIR, dataset_options, recipe_command, run_audit, run_train
+from prune_landscape.integrations.cli import CONF_DIR, dataset_options, recipe_command, run_audit, run_train
 from prune_landscape.data import dataset_info
 
 GROUPS = ("model", "data", "probes", "logger", "launcher", "trainer", "pruner")

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from prune_landscape import models
 from prune_landscape.data import DATASETS, DatasetInfo, dataset_info, digits, load_dataset, teacher_network, teacher_student
-from prune_landscape.datamodules import DataModule, TensorDataModule
+from prune_landscape.integrations.datamodules import DataModule, TensorDataModule
 
 MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_STATS = ((0.2860,), (0.3530,))

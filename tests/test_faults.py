@@ -19,9 +19,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from prune_landscape import MaskSet, models
-from prune_landscape.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning
-from prune_landscape.datamodules import DataModule, EpochShuffleSampler
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning
+from prune_landscape.integrations.datamodules import DataModule, EpochShuffleSampler
+from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.pruning import GradualSchedule, IMPSchedule
 
 
@@ -76,7 +76,9 @@ def test_epoch_sampler_orders_are_a_function_of_seed_and_epoch():
 
 # ------------------------------------------------------------------------------------ sweep faults
 from prune_landscape.pruning import registry  # noqa: E402
-from prune_landscape.sweep import RowStore, SweepPlan, run_sweep, safe_name  # noqa: E402
+from prune_landscape.experiments.plan import SweepPlan  # noqa: E402
+from prune_landscape.experiments.rowstore import RowStore, safe_name  # noqa: E402
+from prune_landscape.experiments.sweep import run_sweep  # noqa: E402
 
 
 def _task(n=96, seed=0):
@@ -200,7 +202,7 @@ def test_names_cannot_escape_the_figure_directory(tmp_path, scratch_registry):
 
 
 def test_report_markdown_escapes_raw_html_and_files_are_readable_by_others(tmp_path):
-    from prune_landscape.html import render_report
+    from prune_landscape.experiments.html import render_report
 
     row = {"key": "k", "method": "<img src=x onerror=alert(1)>", "sparsity": 0.5, "final_layer_policy": "prune",
            "seed": 0, "density": 0.5, "final_layer": "fc2.weight", "final_layer_density": 0.5, "final_layer_dense": False,
@@ -319,7 +321,9 @@ from pathlib import Path  # noqa: E402
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from prune_landscape.cli import CONF_DIR, UsageError, _train_app, _wandb_offline_if_unreachable, run_audit  # noqa: E402
+from prune_landscape.integrations.cli import CONF_DIR, UsageError, run_audit  # noqa: E402
+from prune_landscape.integrations.cli_loggers import _wandb_offline_if_unreachable  # noqa: E402
+from prune_landscape.integrations.cli_train import _train_app  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "prune-landscape"
 TINY = ["audit.methods=[magnitude]", "audit.sparsities=[0.9]", "data.max_samples=120", "data.batch_size=40",
@@ -405,8 +409,8 @@ def test_wandb_gets_one_table_and_the_plots_not_one_chart_per_number(tmp_path, h
     kinds = [kind for kind, _ in FakeWandbLogger.calls]
     assert "log_metrics" not in kinds  # no one-point charts
     tables = [detail for kind, detail in FakeWandbLogger.calls if kind == "log_table"]
-    from prune_landscape.cli import _NUMBERS
-    from prune_landscape.html import COLUMNS
+    from prune_landscape.integrations.cli_loggers import _NUMBERS
+    from prune_landscape.experiments.html import COLUMNS
 
     assert tables == [("audit/summary", len(COLUMNS), 2), ("audit/rows", len(_NUMBERS), 2)]
     assert [detail[0] for kind, detail in FakeWandbLogger.calls if kind == "log_image"] == ["audit/plots"]
@@ -422,7 +426,7 @@ def test_a_diverged_row_with_the_hessian_probe_is_in_the_report_and_the_audit_fi
 
 
 def test_an_exception_mid_sweep_leaves_an_interrupted_report(tmp_path, hydra_conf, monkeypatch):
-    from prune_landscape import sweep
+    from prune_landscape.experiments import sweep
 
     real = sweep.audit_cell
     calls = []
@@ -449,7 +453,7 @@ def test_a_torn_store_marks_the_report_interrupted_until_the_rerun_repairs_it(tm
     rows_file = tmp_path / "rows.jsonl"
     lines = rows_file.read_bytes().splitlines(keepends=True)
     rows_file.write_bytes(lines[0] + lines[1][:40])  # killed while writing the second row
-    from prune_landscape import html
+    from prune_landscape.experiments import html
 
     flags = []
     real = html.render_report
@@ -484,7 +488,7 @@ def test_an_unreachable_wandb_server_means_offline_at_once(monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"logger": {"wandb": {"_target_": "prune_landscape.loggers.SafeWandbLogger"}}})
+    cfg = OmegaConf.create({"logger": {"wandb": {"_target_": "prune_landscape.integrations.loggers.SafeWandbLogger"}}})
     started = time.perf_counter()
     with pytest.warns(RuntimeWarning, match="127.0.0.1:9 is unreachable.*logging offline"):
         _wandb_offline_if_unreachable(cfg, timeout=2.0)
@@ -492,7 +496,7 @@ def test_an_unreachable_wandb_server_means_offline_at_once(monkeypatch):
 
 
 def test_ctrl_c_in_train_prints_the_run_directory_last(tmp_path, monkeypatch, capsys):
-    from prune_landscape.lit import LitClassifier
+    from prune_landscape.integrations.lit import LitClassifier
 
     def interrupted(self, batch, batch_idx):
         raise KeyboardInterrupt

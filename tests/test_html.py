@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prune_landscape.html import COLUMNS, headline, render_report
+from prune_landscape.experiments.html import COLUMNS, headline, render_report
 
 #: column header -> (JSON fields whose values the cell shows, scale, decimals shown)
 NUMERIC = {
@@ -245,7 +245,7 @@ def test_rows_from_before_the_mask_verdict_still_render(tmp_path):
 
 
 def test_renderer_is_core():
-    code = ("import sys, prune_landscape.html, prune_landscape.sweep; "
+    code = ("import sys, prune_landscape.experiments.html, prune_landscape.experiments.sweep; "
             "bad = [m for m in ('hydra', 'omegaconf', 'lightning', 'pytorch_lightning', 'wandb') if m in sys.modules]; "
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import models
-from prune_landscape.lit import LitClassifier
+from prune_landscape.integrations.lit import LitClassifier
 
 
 def _trainer(tmp_path, epochs=3):
@@ -74,7 +74,7 @@ def test_hydra_instantiate_builds_the_module():
     from hydra.utils import instantiate
 
     lit = instantiate(
-        {"_target_": "prune_landscape.lit.LitClassifier", "model": {"_target_": "prune_landscape.models.mlp", "widths": [4, 6, 2]},
+        {"_target_": "prune_landscape.integrations.lit.LitClassifier", "model": {"_target_": "prune_landscape.models.mlp", "widths": [4, 6, 2]},
          "lr": 0.05, "optimizer": "adam", "loss": "mse"}
     )
     assert isinstance(lit, LitClassifier) and lit.hparams.lr == 0.05 and lit.hparams.loss == "mse"

@@ -184,7 +184,8 @@ def test_audit_remedy_never_exceeds_the_budget():
 
 
 def test_sweep_rows_carry_the_verdict_price_baseline_and_remedy():
-    from prune_landscape.sweep import Cell, SweepPlan, audit_cell
+    from prune_landscape.experiments.plan import Cell, SweepPlan
+    from prune_landscape.experiments.sweep import audit_cell
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 6, generator=g)

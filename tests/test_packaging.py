@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prune_landscape import cli
+from prune_landscape.integrations import cli
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGED = "prune_landscape/_conf/"
@@ -57,10 +57,10 @@ def test_wheel_ships_every_config_and_recipe_unchanged(wheel):
 def test_demo_composes_from_the_unzipped_wheel_outside_the_repo(wheel, tmp_path):
     _, unzipped = wheel
     env = _outside_repo_env(unzipped)
-    where = subprocess.run([sys.executable, "-c", "import prune_landscape.cli as c; print(c.__file__); print(c.CONF_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "import prune_landscape.integrations.cli as c; print(c.__file__); print(c.CONF_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    assert where.stdout.split() == [str(unzipped / "prune_landscape" / "cli.py"), str(unzipped / PACKAGED.rstrip("/"))]
-    composed = subprocess.run([sys.executable, "-m", "prune_landscape.cli", "audit", "experiment=demo", "--cfg", "job"],
+    assert where.stdout.split() == [str(unzipped / "prune_landscape" / "integrations" / "cli.py"), str(unzipped / PACKAGED.rstrip("/"))]
+    composed = subprocess.run([sys.executable, "-m", "prune_landscape.integrations.cli", "audit", "experiment=demo", "--cfg", "job"],
                               cwd=tmp_path, env=env, capture_output=True, text=True)
     assert composed.returncode == 0, composed.stderr
     assert "title: 'Demo audit" in composed.stdout and "- ntk_sap" in composed.stdout

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from prune_landscape import models
-from prune_landscape.sweep import Cell, RowStore, SweepPlan, _policy_text, check_writable, fresh_model, run_sweep
+from prune_landscape.experiments.plan import Cell, SweepPlan, _policy_text
+from prune_landscape.experiments.rowstore import RowStore, check_writable
+from prune_landscape.experiments.sweep import fresh_model, run_sweep
 
 
 def _append_many(directory, worker, count):

@@ -3,7 +3,7 @@
 Add the audit to any Lightning script in one line:
 
     >>> import pytorch_lightning as pl
-    >>> from prune_landscape.callbacks import LandscapeAudit
+    >>> from prune_landscape.integrations.callbacks import LandscapeAudit
     >>> trainer = pl.Trainer(max_epochs=1, callbacks=[LandscapeAudit()], logger=False)
 
 It works beside this package's pruning callbacks, Lightning's ``ModelPruning`` (either order) and masks
@@ -13,10 +13,10 @@ cannot) and any batch structure (``batch_to_inputs=``/``batch_to_targets=``; def
 :func:`default_batch_to_inputs` and :func:`default_batch_to_targets`).
 """
 
-from prune_landscape.callbacks._batches import default_batch_to_inputs, default_batch_to_targets
-from prune_landscape.callbacks._network import NetworkChoice
-from prune_landscape.callbacks.audit import AuditRecord, LandscapeAudit, ProbeFailure
-from prune_landscape.callbacks.pruning import GradualMagnitudePruning, IterativeMagnitudePruning, PruneAtInit
+from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs, default_batch_to_targets
+from prune_landscape.integrations.callbacks._network import NetworkChoice
+from prune_landscape.integrations.callbacks.audit import AuditRecord, LandscapeAudit, ProbeFailure
+from prune_landscape.integrations.callbacks.pruning import GradualMagnitudePruning, IterativeMagnitudePruning, PruneAtInit
 
 __all__ = [
     "AuditRecord",

@@ -22,10 +22,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from prune_landscape.batching import DataLike
-from prune_landscape.callbacks._batches import adapt_data, default_batch_to_inputs, default_batch_to_targets
-from prune_landscape.callbacks._checks import check_bool
-from prune_landscape.callbacks._network import NetworkSpec, check_network_spec, choose_network
-from prune_landscape.callbacks._support import (
+from prune_landscape.integrations.callbacks._batches import adapt_data, default_batch_to_inputs, default_batch_to_targets
+from prune_landscape.integrations.callbacks._checks import check_bool
+from prune_landscape.integrations.callbacks._network import NetworkSpec, check_network_spec, choose_network
+from prune_landscape.integrations.callbacks._support import (
     broadcast_masks,
     current_masks,
     example_batch,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from prune_landscape.batching import DataLike, require_data
-from prune_landscape.callbacks._batches import (
+from prune_landscape.integrations.callbacks._batches import (
     BatchToInputs,
     BatchToTargets,
     adapt_data,
@@ -29,7 +29,7 @@ from prune_landscape.callbacks._batches import (
     default_batch_to_targets,
     first_raw_batch,
 )
-from prune_landscape.callbacks._checks import (
+from prune_landscape.integrations.callbacks._checks import (
     check_bool,
     check_callable,
     check_nonnegative_number,
@@ -37,11 +37,11 @@ from prune_landscape.callbacks._checks import (
     check_positive_int,
     check_str,
 )
-from prune_landscape.callbacks._network import NetworkChoice, NetworkSpec, check_network_spec, choose_network
-from prune_landscape.callbacks._reportfiles import annotate, partial_metrics, partial_report
-from prune_landscape.callbacks._support import current_masks, install_mask_restore_hook, mask_version_key, resolve_train_data
-from prune_landscape.callbacks._wandb import log_wandb_extras
-from prune_landscape.loggers import guard_logger, log_scalars, logger_failures, safe_call, wandb_loggers
+from prune_landscape.integrations.callbacks._network import NetworkChoice, NetworkSpec, check_network_spec, choose_network
+from prune_landscape.integrations.callbacks._reportfiles import annotate, partial_metrics, partial_report
+from prune_landscape.integrations.callbacks._support import current_masks, install_mask_restore_hook, mask_version_key, resolve_train_data
+from prune_landscape.integrations.callbacks._wandb import log_wandb_extras
+from prune_landscape.integrations.loggers import guard_logger, log_scalars, logger_failures, safe_call, wandb_loggers
 from prune_landscape.masks import MaskSet
 from prune_landscape.modelcopy import plain_copy
 
@@ -89,7 +89,7 @@ class LandscapeAudit(pl.Callback):
     after it in the callback list, ``make_pruning_permanent`` or not), or masks attached by hand with
     ``torch.nn.utils.prune``; a permanently pruned model is read from its exact zeros. Works with any
     LightningModule, with or without ``forward``: the network audited is ``network`` if given, else
-    chosen by the rules of :mod:`prune_landscape.callbacks._network` (``forward`` when it runs on a
+    chosen by the rules of :mod:`prune_landscape.integrations.callbacks._network` (``forward`` when it runs on a
     batch's inputs and reaches every pruned weight; else the single child holding every pruned weight).
     The choice is printed once and written into the report. When no network can be chosen, one warning
     names the argument to pass and the report holds what the masks alone tell (densities; the final
@@ -132,7 +132,7 @@ class LandscapeAudit(pl.Callback):
 
     Example:
         >>> import lightning.pytorch as L
-        >>> from prune_landscape.callbacks import LandscapeAudit
+        >>> from prune_landscape.integrations.callbacks import LandscapeAudit
         >>> trainer = L.Trainer(max_epochs=1, callbacks=[LandscapeAudit(network="net")], logger=False)
     """
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_landscape.callbacks._support import current_masks
+from prune_landscape.integrations.callbacks._support import current_masks
 from prune_landscape.masks import prunable_parameters
 from prune_landscape.modelcopy import plain_copy
 

@@ -1,6 +1,6 @@
 """What LandscapeAudit sends to a WandbLogger at the end of fit, beyond the scalars every logger gets.
 
-Lightning adapter. Every call goes through the guarded helpers of :mod:`prune_landscape.loggers`: a failure
+Lightning adapter. Every call goes through the guarded helpers of :mod:`prune_landscape.integrations.loggers`: a failure
 is recorded and warned, and the next call still goes through.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prune_landscape.callbacks._reportfiles import partial_metrics
-from prune_landscape.loggers import wandb_log_figures, wandb_log_file_artifact, wandb_log_table, wandb_update_summary
+from prune_landscape.integrations.callbacks._reportfiles import partial_metrics
+from prune_landscape.integrations.loggers import wandb_log_figures, wandb_log_file_artifact, wandb_log_table, wandb_update_summary
 from prune_landscape.masks import MaskSet
 
 __all__ = ["log_wandb_extras", "summary_entries"]

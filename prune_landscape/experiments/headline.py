@@ -1,7 +1,7 @@
 """The words of the pruning-method audit report: the headline, the worst-first ranking and the remedies.
 
-Everything here reads plain rows (the dicts :func:`prune_landscape.sweep.audit_cell` returns) and returns
-text; :mod:`prune_landscape.html` lays the same words out as Markdown and HTML, the CLI prints them and
+Everything here reads plain rows (the dicts :func:`prune_landscape.experiments.sweep.audit_cell` returns) and returns
+text; :mod:`prune_landscape.experiments.html` lays the same words out as Markdown and HTML, the CLI prints them and
 writes them into the W&B summary, so every view says the same thing.
 
 The headline names, per sparsity and final-layer policy, what each method's mask did to the head (its

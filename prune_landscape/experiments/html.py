@@ -1,6 +1,6 @@
 """The pruning-method audit report: one HTML page, one Markdown file and one JSON file from a list of rows.
 
-A *row* is the plain dict :func:`prune_landscape.sweep.audit_cell` returns (one method x sparsity x
+A *row* is the plain dict :func:`prune_landscape.experiments.sweep.audit_cell` returns (one method x sparsity x
 final-layer policy x seed). This module only reads rows; it never prunes or trains, and it imports no
 lightning, hydra or wandb. Every number on the page and in the Markdown is formatted from the row it
 came from, so the three files always agree (``report.json`` holds the unrounded values).
@@ -14,7 +14,7 @@ Example:
     >>> headline(rows)[0]
     'Final layer left sparse: no method.'
 
-The words (headline, worst-first ranking, remedies) come from :mod:`prune_landscape.headline`; this
+The words (headline, worst-first ranking, remedies) come from :mod:`prune_landscape.experiments.headline`; this
 module lays them out with the summary table, the "Mask verdicts, worst first" table and the plots.
 """
 
@@ -33,7 +33,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from prune_landscape.headline import (
+from prune_landscape.experiments.headline import (
     _RANKED,
     LEVELS,
     Row,

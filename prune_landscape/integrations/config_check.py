@@ -14,7 +14,7 @@ Example:
     >>> check_config(cfg, "audit")
     Traceback (most recent call last):
     ...
-    prune_landscape.config_check.ConfigError: data.batch_size: expected a positive int, got 0
+    prune_landscape.integrations.config_check.ConfigError: data.batch_size: expected a positive int, got 0
 """
 
 from __future__ import annotations

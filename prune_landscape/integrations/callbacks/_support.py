@@ -126,7 +126,7 @@ def example_batch(data: DataLike | None) -> torch.Tensor | None:
     Any batch structure is read through :func:`default_batch_to_inputs` (tuples, dicts, tensors); a batch
     without tensor inputs gives None, and the callers fall back to parameter order.
     """
-    from prune_landscape.callbacks._batches import default_batch_to_inputs, first_raw_batch
+    from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs, first_raw_batch
 
     batch = first_raw_batch(data)
     if batch is None:

@@ -1,0 +1,107 @@
+"""``prune-landscape train``: the Lightning Trainer with the configured pruner callback, LandscapeAudit and
+loggers; Ctrl-C ends it with the audit report of the training so far.
+
+Adapter module (Hydra, Lightning, W&B).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from prune_landscape.integrations.cli_config import (
+    _USER_ERRORS,
+    UsageError,
+    _check_model,
+    _message,
+    _output_dir,
+    _remove_empty_run_dir,
+    _threads,
+)
+from prune_landscape.integrations.cli_loggers import _guarded, _is_wandb, _wandb_offline_if_unreachable
+from prune_landscape.integrations.config_check import ConfigError, check_config
+
+__all__ = ["run_train"]
+
+
+def run_train(cfg: DictConfig) -> Path:
+    """Train ``cfg.model`` on ``cfg.data`` with the Lightning Trainer, the pruner callback and LandscapeAudit.
+
+    Returns the output directory (checkpoints, logs, ``audit/report.json``).
+
+    Raises:
+        UsageError: a configuration problem (nothing has run yet, no output folder made).
+        KeyboardInterrupt: Ctrl-C during training (Lightning has shut down and the callbacks have written
+            their reports through ``on_exception``).
+    """
+    try:
+        check_config(cfg, "train")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    with _threads(cfg):
+        return _run_train(cfg)
+
+
+def _run_train(cfg: DictConfig) -> Path:
+    import signal
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from prune_landscape.experiments.sweep import fresh_model
+
+    try:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        datamodule = instantiate(cfg.data)
+        model = fresh_model(lambda: instantiate(cfg.model), int(cfg.seed))
+        datamodule.setup("fit")
+        loss = str(cfg.module.get("loss", "cross_entropy"))
+        _check_model(lambda: model, datamodule.train_set, loss=loss)
+        module = instantiate(cfg.module, model=model)
+        callbacks = [instantiate(cfg.pruner)] if cfg.get("pruner") and "_target_" in cfg.pruner else []
+        audit_callback = instantiate(cfg.landscape_audit)
+        directory = _output_dir(cfg)  # only after every check: a wrong setting never leaves an empty folder
+        _wandb_offline_if_unreachable(cfg)
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, audit_callback], logger=loggers or False)
+    except UsageError:
+        raise
+    except _USER_ERRORS as error:
+        raise UsageError(_message(error)) from error
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit:
+        # Lightning turns Ctrl-C into on_exception hooks (the audit report is written there) and SystemExit(1),
+        # and leaves SIGINT ignored: give the handler back and report an interrupt, not a crash.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if cfg.get("test", True) and not trainer.interrupted:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    if any(_is_wandb(logger) for logger in loggers):
+        import wandb
+
+        _guarded(wandb, "finish", wandb.finish)
+    report = getattr(audit_callback, "last_report", None)
+    if report is not None:
+        print(report)
+    return directory
+
+
+def _train_app(cfg: DictConfig) -> None:
+    try:
+        directory = run_train(cfg)
+    except UsageError as error:
+        _remove_empty_run_dir(cfg)
+        print(f"prune-landscape train: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        directory = Path(str(cfg.output_dir))
+        print(f"interrupted: the audit report of the training so far is in {directory / 'audit'}", file=sys.stderr)
+        print(directory, flush=True)
+        raise SystemExit(130) from None
+    print(directory, flush=True)
+
