@@ -7,6 +7,11 @@ A fact that cannot be known is None together with a reason, so a rule can say wh
 Scope: ``"mlp"`` when the forward pass is exactly the composition of its leaf modules (verified
 numerically in float64) and those are Linear layers with elementwise activations, Flatten, Dropout or
 Identity between them; otherwise ``"head"``: only the final layer (features -> outputs) is modelled.
+The MLP theorems are about f(x) for one real input x and one output tensor, so a model fed token ids, several
+positional inputs or keyword inputs, or returning a tuple/dict, is ``"head"`` too (its data-dependent facts
+are unknown), and so is one whose leaf modules do not compose in call order (recurrences, gates, branches).
+In ``"head"`` scope the two-factor closedness pair (previous Linear, head) is checked only when hooks on a
+float64 twin show the head reads that Linear's output through the modules between them alone.
 
 Example:
     >>> import torch
