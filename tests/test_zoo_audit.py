@@ -131,3 +131,34 @@ def _check_closedness_pair(name: str, facts, masks: MaskSet) -> None:
         assert m2.shape[1] == m1.shape[0], f"pair {prev} -> {last}: {m1.shape} then {m2.shape}"
         assert facts.closedness.status is check_closedness(m2, m1).status
         assert np.array_equal(facts.masks[0], m2)
+
+
+def test_dict_batches_leave_data_facts_unknown_and_tensor_batches_decide_them():
+    """The same linear MLP, the same samples: a dict batch gives no Gram matrix (unknown, with why), the
+    tensor batch decides whitening (random Gaussian inputs are not whitened: X^T X != c I)."""
+    from prune_landscape import models
+    from prune_landscape.theory.facts import collect_facts
+
+    net = models.mlp([3, 5, 2], activation="linear")
+    inputs, targets = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 2)
+    as_dict = collect_facts(net, ({"x": inputs}, targets), example_input=inputs[:2])
+    assert as_dict.scope == "mlp" and as_dict.whitened is None
+    assert as_dict.notes["data"] == "the data's inputs are dict batches, not one float tensor"
+    as_tensor = collect_facts(net, (inputs, targets), example_input=inputs[:2])
+    gram = inputs.double().T @ inputs.double()
+    assert not torch.allclose(gram, gram.trace() / 3 * torch.eye(3, dtype=torch.float64))
+    assert as_tensor.whitened is False and "data" not in as_tensor.notes
+
+
+def test_token_and_tuple_inputs_are_head_scope_without_error():
+    """Token ids (gru) and two positional inputs (embedding_bag): the MLP theorems' single real input x is
+    absent, so the body is not modelled, with the scope note, and no exception."""
+    from prune_landscape.theory.facts import collect_facts
+
+    for name in ("gru_classifier", "embedding_bag"):
+        entry = zoo.entry(name)
+        model = entry.build()
+        facts = collect_facts(model, example_input=entry.example_input(), n_samples=10)
+        assert facts.scope == "head" and facts.d is None and facts.whitened is None
+        assert "no theorem covers the body" in facts.notes["scope"]
+        assert facts.layer_names == (entry.final_layer,)

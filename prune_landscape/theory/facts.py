@@ -222,6 +222,9 @@ def _read_inputs(data, n: int | None, centre: bool) -> tuple[np.ndarray | None, 
     """Stream the data once: the input Gram matrix (for whitening) and, when small, the inputs."""
     gram, total, count, kept = None, None, 0, []
     for x, _ in iter_batches(data, batch_size=1024, max_samples=n):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+            # token ids, tuple or dict batches: no input Gram matrix to speak of, the facts stay unknown
+            return None, None, f"the data's inputs are {type(x).__name__} batches, not one float tensor"
         flat = x.detach().cpu().to(torch.float64).reshape(x.shape[0], -1)
         gram = flat.T @ flat if gram is None else gram + flat.T @ flat
         total = flat.sum(0) if total is None else total + flat.sum(0)
