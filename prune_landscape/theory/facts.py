@@ -7,6 +7,11 @@ A fact that cannot be known is None together with a reason, so a rule can say wh
 Scope: ``"mlp"`` when the forward pass is exactly the composition of its leaf modules (verified
 numerically in float64) and those are Linear layers with elementwise activations, Flatten, Dropout or
 Identity between them; otherwise ``"head"``: only the final layer (features -> outputs) is modelled.
+The MLP theorems are about f(x) for one real input x and one output tensor, so a model fed token ids, several
+positional inputs or keyword inputs, or returning a tuple/dict, is ``"head"`` too (its data-dependent facts
+are unknown), and so is one whose leaf modules do not compose in call order (recurrences, gates, branches).
+In ``"head"`` scope the two-factor closedness pair (previous Linear, head) is checked only when hooks on a
+twin show the head reads that Linear's output through the modules between them alone.
 
 Example:
     >>> import torch
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prune_landscape.batching import iter_batches, num_samples
+from prune_landscape.batching import call_model, iter_batches, map_tensors, num_samples
 from prune_landscape.masks import MaskSet, find_parameter
 from prune_landscape.modelcopy import copy_model
 from prune_landscape.structure import Structure
@@ -116,17 +121,76 @@ def _chain(model: nn.Module, structure: Structure) -> list[tuple[str, nn.Module]
     return [(name, model.get_submodule(name)) for name, _ in structure.call_order if name != "?"]
 
 
+def _single_float_input(example) -> torch.Tensor | None:
+    """The one floating-point input tensor of ``example``, or None (token ids, several inputs, kwargs)."""
+    if isinstance(example, (tuple, list)) and len(example) == 1:
+        example = example[0]
+    if isinstance(example, torch.Tensor) and example.is_floating_point() and example.dim() >= 1:
+        return example
+    return None
+
+
 def _is_plain_chain(model: nn.Module, chain: list[tuple[str, nn.Module]], example: torch.Tensor) -> bool:
-    """True when applying the leaf modules in call order reproduces the model's output (float64)."""
+    """True when applying the leaf modules in call order reproduces the model's output (float64).
+
+    A leaf module that cannot take the previous module's output (a recurrence returning a tuple, a gate
+    whose two branches read the same input, a shape that does not chain) means the forward pass is not a
+    chain: False, never an error.
+    """
     twin = copy_model(model).double().cpu().eval()  # a CPU float64 twin: exact comparison, any device
     x = example.detach().cpu().to(torch.float64)
     x = x + torch.linspace(-1.0, 1.0, x.numel(), dtype=torch.float64).reshape(x.shape)  # not all zeros
     with torch.no_grad():
         expected = twin(x)
+        if not isinstance(expected, torch.Tensor):
+            return False  # tuple / dict outputs: not the f(x) in R^{d_y} of the MLP theorems
         out = x
-        for name, _ in chain:
-            out = twin.get_submodule(name)(out)
-    return isinstance(expected, torch.Tensor) and expected.shape == out.shape and torch.allclose(expected, out, rtol=1e-9, atol=1e-12)
+        try:
+            for name, _ in chain:
+                out = twin.get_submodule(name)(out)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            return False  # the replay itself shows the modules do not compose in call order
+    return isinstance(out, torch.Tensor) and expected.shape == out.shape and torch.allclose(expected, out, rtol=1e-9, atol=1e-12)
+
+
+def _feeds_head(model: nn.Module, chain: list[tuple[str, nn.Module]], prev: str, final: str, example) -> bool:
+    """True when the head's input is exactly the module ``prev``'s output passed through the modules between them.
+
+    Checked on a CPU eval-mode twin, in the model's own dtype (a float64 pass through a conv body costs
+    seconds), with forward hooks during one real forward pass (any input structure): the head's recorded
+    input must equal, to rounding, the in-between modules (activations, dropout, flatten) applied in call
+    order to ``prev``'s recorded output (the same kernels on the same tensor: equal bits in practice). Anything else (a concat of branches, a residual add, a gate, a
+    module run twice, a forward that fails on the twin) is False: the pair is not established.
+    """
+    if example is None:
+        return False
+    names = [n for n, _ in chain]
+    between = names[names.index(prev) + 1: names.index(final)]
+    twin = copy_model(model).cpu().eval()
+    records: dict[str, list] = {prev: [], final: []}
+    handles = [
+        twin.get_submodule(prev).register_forward_hook(lambda _m, _i, o: records[prev].append(o)),
+        twin.get_submodule(final).register_forward_hook(lambda _m, i, _o: records[final].append(i)),
+    ]
+    x = map_tensors(lambda t: t.detach().cpu(), example)
+    try:
+        with torch.no_grad():
+            call_model(twin, x)
+            if len(records[prev]) != 1 or len(records[final]) != 1:
+                return False  # a shared or repeated module: which call feeds the head is not one answer
+            out, head_in = records[prev][0], records[final][0]
+            if not (isinstance(head_in, tuple) and len(head_in) == 1 and isinstance(out, torch.Tensor)):
+                return False
+            for name in between:
+                out = twin.get_submodule(name)(out)
+    except (RuntimeError, TypeError, ValueError, IndexError):
+        return False
+    finally:
+        for handle in handles:
+            handle.remove()
+    head_in = head_in[0]
+    return (isinstance(out, torch.Tensor) and out.shape == head_in.shape
+            and torch.allclose(out.double(), head_in.double(), rtol=1e-5, atol=1e-6))
 
 
 def _gap_kind(names: list[str]) -> str:
@@ -159,6 +223,9 @@ def _read_inputs(data, n: int | None, centre: bool) -> tuple[np.ndarray | None, 
     """Stream the data once: the input Gram matrix (for whitening) and, when small, the inputs."""
     gram, total, count, kept = None, None, 0, []
     for x, _ in iter_batches(data, batch_size=1024, max_samples=n):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+            # token ids, tuple or dict batches: no input Gram matrix to speak of, the facts stay unknown
+            return None, None, f"the data's inputs are {type(x).__name__} batches, not one float tensor"
         flat = x.detach().cpu().to(torch.float64).reshape(x.shape[0], -1)
         gram = flat.T @ flat if gram is None else gram + flat.T @ flat
         total = flat.sum(0) if total is None else total + flat.sum(0)
@@ -236,9 +303,10 @@ def collect_facts(
     if mlp_like:
         first = model.get_submodule(chain[linear_positions[0]][0])
         example = example_input if example_input is not None else torch.zeros(2, first.in_features)
-        if isinstance(example, (tuple, list)):
-            example = example[0]
-        mlp_like = _is_plain_chain(model, chain, example[:2])
+        example = _single_float_input(example)
+        # The MLP theorems model f(x) for one real input x: token ids, several inputs or keyword inputs
+        # are outside them, so such a model is modelled from its head only.
+        mlp_like = example is not None and _is_plain_chain(model, chain, example[:2])
     final_mask = _mask_of(masks, model, structure.final_layer)
     d_y = final_mask.shape[0]
     output_bias = getattr(model.get_submodule(final_module), "bias", None) is not None
@@ -262,7 +330,14 @@ def collect_facts(
             type(m).__name__ in ACTIVATION_KINDS or type(m).__name__ in _PASSTHROUGH)]
         if before and isinstance(model.get_submodule(before[-1]), nn.Linear):
             prev = f"{before[-1]}.weight"
-            closedness, pair = check_closedness(final_mask, _mask_of(masks, model, prev)), (prev, structure.final_layer)
+            prev_mask = _mask_of(masks, model, prev)
+            # The pair (M1, M2) is the product M2 M1 only when the head reads that Linear's output through
+            # elementwise modules alone; otherwise (concat, residual, gate) closedness is not defined here.
+            if prev_mask.shape[0] == final_mask.shape[1] and _feeds_head(model, chain, before[-1], final_module, example_input):
+                closedness, pair = check_closedness(final_mask, prev_mask), (prev, structure.final_layer)
+            else:
+                notes["closedness"] = (f"the head's input is not {before[-1]}'s output through elementwise modules "
+                                       "alone: the two-factor closedness check does not apply")
         return NetworkFacts(
             scope="head", activation=kind, activation_modules=acts, unrecognised=unrecognised, hidden_layers=None,
             hidden_biases=None, layer_names=(structure.final_layer,), widths=(structure.last_hidden_units, d_y),
