@@ -31,6 +31,7 @@ from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, require_data
 from prune_landscape.datacheck import check_data
+from prune_landscape.layers import prunable_parameters
 from prune_landscape.masks import MaskSet
 from prune_landscape.remedy import PIPELINES, plan_remedy
 from prune_landscape.report import AuditReport
@@ -130,7 +131,11 @@ def audit(
                           weight_decay=float(weight_decay), example_input=example_input)
     findings = evaluate(facts)
     landscape, existence, info = classify(findings, facts)
-    baseline = _baseline(model, data, example_input, n_samples, float(weight_decay))
+    # The same head, feed and prunable set as the mask's analysis: a multi-output model must not be judged
+    # against another head's baseline.
+    baseline = _baseline(model, data, example_input, n_samples, float(weight_decay),
+                         structure_options={"output_transform": output_transform, "final_layer": structure.final_layer,
+                                            "prunable": prunable})
     price, price_note = _head_price(model, data, mask_set, structure, n_samples)
     mask_verdict = judge_mask(structure, landscape, existence, baseline, price=price, price_note=price_note,
                               weight_decay=float(weight_decay), data_given=data is not None)
@@ -152,11 +157,11 @@ def _registered(name: str) -> Callable | None:
     return PROBES.get(name)
 
 
-def _baseline(model: nn.Module, data: DataLike | None, example_input: torch.Tensor | None, n_samples: int | None,
-              weight_decay: float) -> Baseline:
+def _baseline(model: nn.Module, data: DataLike | None, example_input: Any, n_samples: int | None,
+              weight_decay: float, structure_options: Mapping[str, Any]) -> Baseline:
     """The two theorem axes for the same architecture with every prunable weight kept (same data, same n)."""
-    dense = MaskSet.dense(model)
-    structure = analyze_structure(model, example_input, dense)
+    dense = MaskSet.dense(model, prunable_parameters(model, scope=structure_options.get("prunable", "layers")))
+    structure = analyze_structure(model, example_input, dense, **structure_options)
     facts = collect_facts(model, data, structure=structure, masks=dense, n_samples=n_samples,
                           weight_decay=weight_decay, example_input=example_input)
     landscape, existence, _ = classify(evaluate(facts), facts)
