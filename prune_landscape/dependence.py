@@ -340,6 +340,7 @@ class _Recorder(TorchFunctionMode):
                  dual: bool = False, id_storages: set[int] | None = None):
         super().__init__()
         self.dual = dual  # forward-mode AD: "depends on the input" is a non-zero tangent
+        self.output_scale: Mapping[int, torch.Tensor] = {}
         self.id_storages = id_storages or set()  # storages of the token-id inputs (dual mode)
         self.tracked = tracked  # id(generic tensor) -> (weight name, home kind)
         self.soft = soft  # ids of masked embedding tables: read as generic mixtures of rows
@@ -369,11 +370,14 @@ class _Recorder(TorchFunctionMode):
         weight, kind, x = self._tracked_weight(name, args, kwargs)
         if weight is None:
             return func(*args, **kwargs)
+        axis = 1 if kind == "conv" else -1
+        scale = self.output_scale.get(id(weight)) if kind != "embedding" else None
         if kind == "embedding" and id(weight) in self.soft:
             out = self._soft_embedding(name, args, kwargs, weight)
+        elif scale is not None:
+            out = self._scaled(func, name, args, kwargs, scale, axis)
         else:
             out = func(*args, **kwargs)
-        axis = 1 if kind == "conv" else -1
         return self._record(self.tracked[id(weight)][0], kind, out, x, axis)
 
     def _tracked_weight(self, name: str, args: tuple, kwargs: dict) -> tuple[Any, str, Any]:
@@ -387,6 +391,26 @@ class _Recorder(TorchFunctionMode):
             if isinstance(weight, torch.Tensor) and id(weight) in self.tracked:
                 return weight, "linear", args[1]
         return None, "", None
+
+    @staticmethod
+    def _scaled(func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor, axis: int) -> torch.Tensor:
+        """``(W x) * scale + b``: the weight's rows at unit norm, the bias left as it is (a scaled bias could
+        push a softmax or a gate into exact saturation)."""
+        args, kwargs = list(args), dict(kwargs)
+        if name == "addmm":
+            bias = args[0]
+            out = torch.mm(args[1], args[2])
+        else:
+            if len(args) > 2:
+                bias, args[2] = args[2], None
+            else:
+                bias = kwargs.pop("bias", None)
+                kwargs["bias"] = None
+            out = func(*args, **kwargs)
+        shape = [1] * out.dim()
+        shape[axis] = -1
+        out = out * scale.reshape(shape)
+        return out if bias is None else out + (bias.reshape(shape) if axis == 1 else bias)
 
     def _dual_embedding(self, func: Callable, name: str, args: tuple, kwargs: dict) -> torch.Tensor:
         """A lookup of the input's token ids gets the tangent ``noise * c`` (``c`` as in
@@ -469,9 +493,10 @@ class _Recorder(TorchFunctionMode):
 
 
 def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
-             generator: torch.Generator, embedding: bool, from_model: bool) -> torch.Tensor:
+             generator: torch.Generator, embedding: bool, from_model: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
-    kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
+    kept fan-in so activations stay O(1) (see the module docstring for ``from_model``); with
+    ``from_model`` the per-unit scale is returned for the layer's output instead of applied."""
     if from_model and tensor.dim() > 1:
         values = tensor.detach().to(dtype)
         if mask is None and int(torch.count_nonzero(values)) < values.numel():
@@ -479,11 +504,12 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
             scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
             values = torch.where(nonzero, values, torch.randn(values.shape, generator=generator, dtype=dtype,
                                                              device=values.device) * scale)
-        weights = values if mask is None else values.mul(mask.to(values.device))
+        weights = values if mask is None else torch.where(mask.to(values.device), values, 0.0)
         if embedding:
-            return weights
+            return weights, None
         # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
         # (random-init weights with BatchNorm statistics of 0 and 1 would otherwise blow activations up).
+        # The scale is returned, to be applied to the layer's output (cheaper than rewriting the weight).
         rows = weights.movedim(unit_axis, 0)
         norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
         empty = norms == 0
@@ -494,34 +520,30 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
                 fill = torch.randn(weights.shape, generator=generator, dtype=dtype, device=weights.device)
                 row_shape = [1] * weights.dim()
                 row_shape[unit_axis] = -1
-                weights = torch.where((empty & kept_rows).reshape(row_shape), fill.mul_(mask.to(fill.device)), weights)
+                weights = torch.where((empty & kept_rows).reshape(row_shape) & mask.to(fill.device), fill, weights)
                 rows = weights.movedim(unit_axis, 0)
                 norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
-        shape = [1] * values.dim()
-        shape[unit_axis] = -1
-        norms = norms.clamp(min=torch.finfo(dtype).tiny).reshape(shape)
-        # In place only on a tensor allocated here: ``values`` may share the user's storage.
-        fresh = weights.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
-        return weights.div_(norms) if fresh else weights / norms
+        # A row with no kept weight outputs its bias alone: leave it unscaled (1/0 would turn it into NaN).
+        return weights, torch.where(norms > 0, norms.reciprocal(), torch.ones_like(norms))
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
         # saturating functions (sigmoid, GELU's tail) are not pushed to exact constants.
-        return torch.rand(tensor.shape, generator=generator, dtype=dtype, device=tensor.device).mul_(0.5).add_(0.5)
+        return torch.rand(tensor.shape, generator=generator, dtype=dtype, device=tensor.device).mul_(0.5).add_(0.5), None
     # Kept entries must be non-zero: a randn draw of exactly 0 has probability ~1e-8 per entry in float32.
     values[values == 0] = 1.0
     if embedding:
-        return values if mask is None else values * mask.to(device=values.device, dtype=dtype)
+        return (values if mask is None else values * mask.to(device=values.device, dtype=dtype)), None
     if mask is None:
         fan_in = tensor.numel() // max(1, tensor.shape[unit_axis])
-        return values.mul_(1.0 / math.sqrt(max(1, fan_in)))
+        return values.mul_(1.0 / math.sqrt(max(1, fan_in))), None
     # Each row scaled to its own kept fan-in: an input-dependent signal on a sparse path keeps its size
     # instead of shrinking until a bias absorbs it in floating point.
     mask = mask.to(device=values.device)
     kept = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).sum(dim=1).clamp(min=1)
     shape = [1] * mask.dim()
     shape[unit_axis] = -1
-    return values.mul_(mask.to(dtype)).mul_(kept.to(dtype).rsqrt().reshape(shape))
+    return values.mul_(mask.to(dtype)).mul_(kept.to(dtype).rsqrt().reshape(shape)), None
 
 
 def _build_shadow(model: nn.Module) -> nn.Module:
@@ -618,6 +640,7 @@ def run_dependence(
         for owner in (weight.name, *weight.aliases):
             by_owner[owner] = weight
     tracked: dict[int, tuple[str, str]] = {}
+    output_scale: dict[int, torch.Tensor] = {}  # id(generic weight) -> per-unit scale of its layer's output
     soft: set[int] = set()
     generic_of: dict[int, torch.Tensor] = {}  # raw tensor id -> generic value (ties stay ties)
     for module, module_name, attr, value in _plain_tensors(shadow):
@@ -629,9 +652,16 @@ def run_dependence(
         if key not in generic_of:
             mask = masks.get(weight.name) if weight is not None else None
             is_embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
-            values = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator, is_embedding,
-                              from_model=dtype != torch.float64)
+            values, unit_scale = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator,
+                                          is_embedding, from_model=dtype != torch.float64)
+            if unit_scale is not None and (weight is None or weight.kind not in ("linear", "conv")):
+                # Only F.linear / conv / addmm outputs are seen by the recorder; scale the weight itself.
+                shape = [1] * values.dim()
+                shape[weight.unit_axis if weight is not None else 0] = -1
+                values, unit_scale = values * unit_scale.reshape(shape), None
             generic_of[key] = nn.Parameter(values, requires_grad=False)
+            if unit_scale is not None:
+                output_scale[id(generic_of[key])] = unit_scale
             if weight is not None:
                 tracked[id(generic_of[key])] = (weight.name, weight.kind)
                 if is_embedding and mask is not None and not bool(mask.all()):
@@ -695,6 +725,7 @@ def run_dependence(
             with fwAD.dual_level(), torch.enable_grad():
                 inputs, storages = _dual_inputs(_generic_inputs(example, dtype, vocab, cpu_generator, position=0), generator)
                 recorder_a = _Recorder(tracked, soft, generator, None, anchor, dual=True, id_storages=storages)
+                recorder_a.output_scale = output_scale
                 state["recorder"] = recorder_a
                 with recorder_a:
                     raw = _call(shadow, inputs)
@@ -708,6 +739,7 @@ def run_dependence(
             # An op without a forward-mode rule (e.g. the oneDNN LSTM kernel): two generic inputs instead.
             notes.append(f"finite differences ({str(error).splitlines()[0][:120]})")
             recorder_b = _Recorder(tracked, soft, generator, None, None)
+            recorder_b.output_scale = output_scale
             state["recorder"] = recorder_b
             order.clear()
             ran.clear()
@@ -716,6 +748,7 @@ def run_dependence(
             order.clear()
             ran.clear()
             recorder_a = _Recorder(tracked, soft, generator, recorder_b.stored, anchor)
+            recorder_a.output_scale = output_scale
             state["recorder"] = recorder_a
             with torch.enable_grad(), recorder_a:
                 raw = _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))
