@@ -50,11 +50,11 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize, prune
 from torch.overrides import TorchFunctionMode
 
+from prune_landscape.generic_ops import CONV_NAMES, SUBSTITUTES, attention_math, layer_norm_math, mha_forward
 from prune_landscape.layers import PrunableWeight, current_tensor
 
 __all__ = ["CallRecord", "DependencePass", "default_output", "run_dependence"]
 
-_LEAK = 0.1
 
 
 @dataclass
@@ -134,135 +134,6 @@ def default_output(raw: Any) -> torch.Tensor:
     )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Path-preserving substitutes for ops that hide paths for particular values
-# ---------------------------------------------------------------------------------------------------
-
-
-def _leaky_relu(x: torch.Tensor, inplace: bool = False, *_: Any, **__: Any) -> torch.Tensor:
-    return F.leaky_relu(x, _LEAK, inplace=bool(inplace))
-
-
-def _leaky_relu_(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, _LEAK, inplace=True)
-
-
-def _leaky_clamp(x: torch.Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> torch.Tensor:
-    clamped = x.clamp(min_val, max_val)
-    return clamped + _LEAK * (x - clamped)
-
-
-def _leaky_relu6(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return _leaky_clamp(x, 0.0, 6.0)
-
-
-def _sigmoid(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return torch.sigmoid(x)
-
-
-def _swish(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-def _avg_pool(dims: int) -> Callable[..., torch.Tensor]:
-    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
-
-    def substitute(x: torch.Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                   ceil_mode: bool = False, return_indices: bool = False) -> torch.Tensor:
-        if return_indices:
-            raise NotImplementedError("max-pooling with return_indices")
-        if dilation not in (1, (1,) * dims, [1] * dims):
-            raise NotImplementedError("dilated max-pooling")
-        stride = kernel_size if stride is None or stride == [] else stride
-        return pool(x, kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
-
-    return substitute
-
-
-def _adaptive_avg_pool(dims: int) -> Callable[..., torch.Tensor]:
-    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[dims]
-
-    def substitute(x: torch.Tensor, output_size: Any, return_indices: bool = False) -> torch.Tensor:
-        if return_indices:
-            raise NotImplementedError("adaptive max-pooling with return_indices")
-        return pool(x, output_size)
-
-    return substitute
-
-
-def _layer_norm_math(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """layer_norm written out: forward-mode AD through the fused kernel is several times slower."""
-    dims = tuple(range(-len(normalized_shape), 0))
-    mean = x.mean(dim=dims, keepdim=True)
-    centred = x - mean
-    y = centred * torch.rsqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
-    if weight is not None:
-        y = y * weight
-    return y + bias if bias is not None else y
-
-
-def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """scaled_dot_product_attention written out (forward-mode AD has no rule for the fused CPU kernel)."""
-    if enable_gqa and key.shape[-3] != query.shape[-3]:
-        repeat = query.shape[-3] // key.shape[-3]
-        key, value = key.repeat_interleave(repeat, dim=-3), value.repeat_interleave(repeat, dim=-3)
-    scores = query @ key.transpose(-2, -1) * (scale if scale is not None else 1.0 / math.sqrt(query.shape[-1]))
-    if is_causal:
-        causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    return torch.softmax(scores, dim=-1) @ value
-
-
-_SATURATION_LEAK = 0.01
-
-
-def _leaky_saturating(op: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``op(x) + 0.01 x``: same zeros (sigmoid(b) stays non-zero, SiLU(0) stays 0) but a derivative that never
-    rounds to exactly 0, so a large activation (a deep residual stream, a SE gate) cannot fake a cut."""
-
-    def substitute(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        kwargs.pop("inplace", None)
-        if args and isinstance(args[-1], bool):  # F.silu(x, inplace), F.elu(x, alpha, inplace)
-            args = args[:-1]
-        return op(x, *args, **kwargs) + _SATURATION_LEAK * x
-
-    return substitute
-
-
-_SUBSTITUTES: dict[str, Callable[..., torch.Tensor]] = {
-    "sigmoid": _leaky_saturating(torch.sigmoid),
-    "tanh": _leaky_saturating(torch.tanh),
-    "silu": _leaky_saturating(F.silu),
-    "gelu": _leaky_saturating(F.gelu),
-    "softplus": _leaky_saturating(F.softplus),
-    "mish": _leaky_saturating(F.mish),
-    "elu": _leaky_saturating(F.elu),
-    "logsigmoid": _leaky_saturating(F.logsigmoid),
-    "relu": _leaky_relu,
-    "relu_": _leaky_relu_,
-    "relu6": _leaky_relu6,
-    "hardtanh": _leaky_clamp,
-    "hardtanh_": _leaky_clamp,
-    "hardsigmoid": _sigmoid,
-    "hardswish": _swish,
-    "max_pool1d": _avg_pool(1),
-    "max_pool2d": _avg_pool(2),
-    "max_pool3d": _avg_pool(3),
-    "_max_pool1d": _avg_pool(1),
-    "_max_pool2d": _avg_pool(2),
-    "_max_pool3d": _avg_pool(3),
-    "adaptive_max_pool1d": _adaptive_avg_pool(1),
-    "adaptive_max_pool2d": _adaptive_avg_pool(2),
-    "adaptive_max_pool3d": _adaptive_avg_pool(3),
-    "_adaptive_max_pool1d": _adaptive_avg_pool(1),
-    "_adaptive_max_pool2d": _adaptive_avg_pool(2),
-    "_adaptive_max_pool3d": _adaptive_avg_pool(3),
-}
-_CONV_NAMES = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
-
-
 def _feature_reduce(tensor: torch.Tensor, axis: int) -> torch.Tensor:
     """max |tensor| over every axis but ``axis`` -> one value per feature (one pass, no |.| copy)."""
     moved = tensor.detach().movedim(axis, -1)
@@ -271,60 +142,6 @@ def _feature_reduce(tensor: torch.Tensor, axis: int) -> torch.Tensor:
         return flat.sum(0)
     low, high = torch.aminmax(flat, dim=0)
     return torch.maximum(high, low.neg())
-
-
-# ---------------------------------------------------------------------------------------------------
-# nn.MultiheadAttention, re-stated from F.linear calls so the projections are seen
-# ---------------------------------------------------------------------------------------------------
-
-
-def _mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
-                 add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
-                 need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
-                 k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
-                 is_causal=False):
-    """``F.multi_head_attention_forward`` for the dependence pass (eval mode, no dropout), from F.linear."""
-    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
-        raise NotImplementedError("nn.MultiheadAttention with bias_k/bias_v/add_zero_attn/static_k/static_v")
-    unbatched = query.dim() == 2
-    if unbatched:
-        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
-        if key_padding_mask is not None:
-            key_padding_mask = key_padding_mask.unsqueeze(0)
-    tgt_len, bsz, embed_dim = query.shape
-    src_len = key.shape[0]
-    head_dim = embed_dim // num_heads
-    if use_separate_proj_weight:
-        b_q, b_k, b_v = in_proj_bias.chunk(3) if in_proj_bias is not None else (None, None, None)
-        q, k, v = F.linear(query, q_proj_weight, b_q), F.linear(key, k_proj_weight, b_k), F.linear(value, v_proj_weight, b_v)
-    elif query is key and key is value:
-        q, k, v = F.linear(query, in_proj_weight, in_proj_bias).chunk(3, dim=-1)
-    else:
-        raise NotImplementedError("nn.MultiheadAttention with a packed in_proj_weight and distinct query/key/value")
-    q = q.reshape(tgt_len, bsz * num_heads, head_dim).transpose(0, 1)
-    k = k.reshape(src_len, bsz * num_heads, head_dim).transpose(0, 1)
-    v = v.reshape(src_len, bsz * num_heads, head_dim).transpose(0, 1)
-    scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(head_dim)
-    if is_causal and attn_mask is None:
-        attn_mask = torch.ones(tgt_len, src_len, dtype=torch.bool, device=q.device).triu(1)
-    if attn_mask is not None:
-        attn_mask = attn_mask.reshape(-1, tgt_len, src_len) if attn_mask.dim() == 3 else attn_mask.unsqueeze(0)
-        scores = scores.masked_fill(attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    if key_padding_mask is not None:
-        pad = key_padding_mask.reshape(bsz, 1, 1, src_len).expand(-1, num_heads, -1, -1).reshape(bsz * num_heads, 1, src_len)
-        scores = scores.masked_fill(pad, float("-inf")) if pad.dtype == torch.bool else scores + pad
-    weights = torch.softmax(scores, dim=-1)
-    attn = torch.bmm(weights, v).transpose(0, 1).reshape(tgt_len, bsz, embed_dim)
-    out = F.linear(attn, out_proj_weight, out_proj_bias)
-    if unbatched:
-        out = out.squeeze(1)
-    averaged = None
-    if need_weights:
-        averaged = weights.reshape(bsz, num_heads, tgt_len, src_len)
-        averaged = averaged.mean(dim=1) if average_attn_weights else averaged
-        if unbatched:
-            averaged = averaged.squeeze(0)
-    return out, averaged
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,6 +157,7 @@ class _Recorder(TorchFunctionMode):
                  dual: bool = False, id_storages: set[int] | None = None):
         super().__init__()
         self.dual = dual  # forward-mode AD: "depends on the input" is a non-zero tangent
+        self.output_scale: Mapping[int, torch.Tensor] = {}
         self.id_storages = id_storages or set()  # storages of the token-id inputs (dual mode)
         self.tracked = tracked  # id(generic tensor) -> (weight name, home kind)
         self.soft = soft  # ids of masked embedding tables: read as generic mixtures of rows
@@ -356,37 +174,60 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name == "multi_head_attention_forward":
             with self:  # our re-statement has no torch-function guard, so its F.linear calls are seen
-                return _mha_forward(*args, **kwargs)
-        substitute = _SUBSTITUTES.get(name)
+                return mha_forward(*args, **kwargs)
+        substitute = SUBSTITUTES.get(name)
         if substitute is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             return substitute(*args, **kwargs)
         if self.dual and name == "scaled_dot_product_attention":
-            return _attention_math(*args, **kwargs)
+            return attention_math(*args, **kwargs)
         if self.dual and name == "layer_norm":
-            return _layer_norm_math(*args, **kwargs)
+            return layer_norm_math(*args, **kwargs)
         if self.dual and name in ("embedding", "embedding_bag"):
             return self._dual_embedding(func, name, args, kwargs)
         weight, kind, x = self._tracked_weight(name, args, kwargs)
         if weight is None:
             return func(*args, **kwargs)
+        axis = 1 if kind == "conv" else -1
+        scale = self.output_scale.get(id(weight)) if kind != "embedding" else None
         if kind == "embedding" and id(weight) in self.soft:
             out = self._soft_embedding(name, args, kwargs, weight)
+        elif scale is not None:
+            out = self._scaled(func, name, args, kwargs, scale, axis)
         else:
             out = func(*args, **kwargs)
-        axis = 1 if kind == "conv" else -1
         return self._record(self.tracked[id(weight)][0], kind, out, x, axis)
 
     def _tracked_weight(self, name: str, args: tuple, kwargs: dict) -> tuple[Any, str, Any]:
-        if name == "linear" or name in _CONV_NAMES or name in ("embedding", "embedding_bag"):
+        if name == "linear" or name in CONV_NAMES or name in ("embedding", "embedding_bag"):
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             if isinstance(weight, torch.Tensor) and id(weight) in self.tracked:
-                kind = "linear" if name == "linear" else ("conv" if name in _CONV_NAMES else "embedding")
+                kind = "linear" if name == "linear" else ("conv" if name in CONV_NAMES else "embedding")
                 return weight, kind, args[0] if kind != "embedding" else None
         elif name == "addmm" and len(args) > 2:  # HF Conv1D: addmm(bias, x, weight)
             weight = args[2]
             if isinstance(weight, torch.Tensor) and id(weight) in self.tracked:
                 return weight, "linear", args[1]
         return None, "", None
+
+    @staticmethod
+    def _scaled(func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor, axis: int) -> torch.Tensor:
+        """``(W x) * scale + b``: the weight's rows at unit norm, the bias left as it is (a scaled bias could
+        push a softmax or a gate into exact saturation)."""
+        args, kwargs = list(args), dict(kwargs)
+        if name == "addmm":
+            bias = args[0]
+            out = torch.mm(args[1], args[2])
+        else:
+            if len(args) > 2:
+                bias, args[2] = args[2], None
+            else:
+                bias = kwargs.pop("bias", None)
+                kwargs["bias"] = None
+            out = func(*args, **kwargs)
+        shape = [1] * out.dim()
+        shape[axis] = -1
+        out = out * scale.reshape(shape)
+        return out if bias is None else out + (bias.reshape(shape) if axis == 1 else bias)
 
     def _dual_embedding(self, func: Callable, name: str, args: tuple, kwargs: dict) -> torch.Tensor:
         """A lookup of the input's token ids gets the tangent ``noise * c`` (``c`` as in
@@ -469,9 +310,10 @@ class _Recorder(TorchFunctionMode):
 
 
 def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
-             generator: torch.Generator, embedding: bool, from_model: bool) -> torch.Tensor:
+             generator: torch.Generator, embedding: bool, from_model: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
-    kept fan-in so activations stay O(1) (see the module docstring for ``from_model``)."""
+    kept fan-in so activations stay O(1) (see the module docstring for ``from_model``); with
+    ``from_model`` the per-unit scale is returned for the layer's output instead of applied."""
     if from_model and tensor.dim() > 1:
         values = tensor.detach().to(dtype)
         if mask is None and int(torch.count_nonzero(values)) < values.numel():
@@ -479,11 +321,12 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
             scale = float(values[nonzero].abs().mean()) if bool(nonzero.any()) else 1.0
             values = torch.where(nonzero, values, torch.randn(values.shape, generator=generator, dtype=dtype,
                                                              device=values.device) * scale)
-        weights = values if mask is None else values.mul(mask.to(values.device))
+        weights = values if mask is None else torch.where(mask.to(values.device), values, 0.0)
         if embedding:
-            return weights
+            return weights, None
         # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
         # (random-init weights with BatchNorm statistics of 0 and 1 would otherwise blow activations up).
+        # The scale is returned, to be applied to the layer's output (cheaper than rewriting the weight).
         rows = weights.movedim(unit_axis, 0)
         norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
         empty = norms == 0
@@ -494,34 +337,30 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
                 fill = torch.randn(weights.shape, generator=generator, dtype=dtype, device=weights.device)
                 row_shape = [1] * weights.dim()
                 row_shape[unit_axis] = -1
-                weights = torch.where((empty & kept_rows).reshape(row_shape), fill.mul_(mask.to(fill.device)), weights)
+                weights = torch.where((empty & kept_rows).reshape(row_shape) & mask.to(fill.device), fill, weights)
                 rows = weights.movedim(unit_axis, 0)
                 norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
-        shape = [1] * values.dim()
-        shape[unit_axis] = -1
-        norms = norms.clamp(min=torch.finfo(dtype).tiny).reshape(shape)
-        # In place only on a tensor allocated here: ``values`` may share the user's storage.
-        fresh = weights.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
-        return weights.div_(norms) if fresh else weights / norms
+        # A row with no kept weight outputs its bias alone: leave it unscaled (1/0 would turn it into NaN).
+        return weights, torch.where(norms > 0, norms.reciprocal(), torch.ones_like(norms))
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
         # saturating functions (sigmoid, GELU's tail) are not pushed to exact constants.
-        return torch.rand(tensor.shape, generator=generator, dtype=dtype, device=tensor.device).mul_(0.5).add_(0.5)
+        return torch.rand(tensor.shape, generator=generator, dtype=dtype, device=tensor.device).mul_(0.5).add_(0.5), None
     # Kept entries must be non-zero: a randn draw of exactly 0 has probability ~1e-8 per entry in float32.
     values[values == 0] = 1.0
     if embedding:
-        return values if mask is None else values * mask.to(device=values.device, dtype=dtype)
+        return (values if mask is None else values * mask.to(device=values.device, dtype=dtype)), None
     if mask is None:
         fan_in = tensor.numel() // max(1, tensor.shape[unit_axis])
-        return values.mul_(1.0 / math.sqrt(max(1, fan_in)))
+        return values.mul_(1.0 / math.sqrt(max(1, fan_in))), None
     # Each row scaled to its own kept fan-in: an input-dependent signal on a sparse path keeps its size
     # instead of shrinking until a bias absorbs it in floating point.
     mask = mask.to(device=values.device)
     kept = mask.movedim(unit_axis, 0).reshape(mask.shape[unit_axis], -1).sum(dim=1).clamp(min=1)
     shape = [1] * mask.dim()
     shape[unit_axis] = -1
-    return values.mul_(mask.to(dtype)).mul_(kept.to(dtype).rsqrt().reshape(shape))
+    return values.mul_(mask.to(dtype)).mul_(kept.to(dtype).rsqrt().reshape(shape)), None
 
 
 def _build_shadow(model: nn.Module) -> nn.Module:
@@ -618,6 +457,7 @@ def run_dependence(
         for owner in (weight.name, *weight.aliases):
             by_owner[owner] = weight
     tracked: dict[int, tuple[str, str]] = {}
+    output_scale: dict[int, torch.Tensor] = {}  # id(generic weight) -> per-unit scale of its layer's output
     soft: set[int] = set()
     generic_of: dict[int, torch.Tensor] = {}  # raw tensor id -> generic value (ties stay ties)
     for module, module_name, attr, value in _plain_tensors(shadow):
@@ -629,9 +469,16 @@ def run_dependence(
         if key not in generic_of:
             mask = masks.get(weight.name) if weight is not None else None
             is_embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
-            values = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator, is_embedding,
-                              from_model=dtype != torch.float64)
+            values, unit_scale = _generic(value, mask, weight.unit_axis if weight is not None else 0, dtype, generator,
+                                          is_embedding, from_model=dtype != torch.float64)
+            if unit_scale is not None and (weight is None or weight.kind not in ("linear", "conv")):
+                # Only F.linear / conv / addmm outputs are seen by the recorder; scale the weight itself.
+                shape = [1] * values.dim()
+                shape[weight.unit_axis if weight is not None else 0] = -1
+                values, unit_scale = values * unit_scale.reshape(shape), None
             generic_of[key] = nn.Parameter(values, requires_grad=False)
+            if unit_scale is not None:
+                output_scale[id(generic_of[key])] = unit_scale
             if weight is not None:
                 tracked[id(generic_of[key])] = (weight.name, weight.kind)
                 if is_embedding and mask is not None and not bool(mask.all()):
@@ -695,6 +542,7 @@ def run_dependence(
             with fwAD.dual_level(), torch.enable_grad():
                 inputs, storages = _dual_inputs(_generic_inputs(example, dtype, vocab, cpu_generator, position=0), generator)
                 recorder_a = _Recorder(tracked, soft, generator, None, anchor, dual=True, id_storages=storages)
+                recorder_a.output_scale = output_scale
                 state["recorder"] = recorder_a
                 with recorder_a:
                     raw = _call(shadow, inputs)
@@ -708,6 +556,7 @@ def run_dependence(
             # An op without a forward-mode rule (e.g. the oneDNN LSTM kernel): two generic inputs instead.
             notes.append(f"finite differences ({str(error).splitlines()[0][:120]})")
             recorder_b = _Recorder(tracked, soft, generator, None, None)
+            recorder_b.output_scale = output_scale
             state["recorder"] = recorder_b
             order.clear()
             ran.clear()
@@ -716,6 +565,7 @@ def run_dependence(
             order.clear()
             ran.clear()
             recorder_a = _Recorder(tracked, soft, generator, recorder_b.stored, anchor)
+            recorder_a.output_scale = output_scale
             state["recorder"] = recorder_a
             with torch.enable_grad(), recorder_a:
                 raw = _call(shadow, _generic_inputs(example, dtype, vocab, cpu_generator, position=0))

@@ -490,7 +490,7 @@ def analyze_structure(
         layers=tuple(layers),
         final_layer=final.name,
         final_layer_dense=dense,
-        fan_in=tuple(int(v) for v in fan_in),
+        fan_in=tuple(fan_in.tolist()),
         last_hidden_units=int(fed.numel()),
         last_hidden_width=int(effective.sum()),
         dead_units={layer.name: layer.dead_units for layer in layers},
