@@ -8,7 +8,8 @@ Inputs of any structure (the conventions of Torch-Pruning's ``example_inputs``):
   (:func:`call_model`). Token ids are integer tensors and are fed as they are.
 - a batch from a loader may be ``(inputs, targets)``, a dict with ``"inputs"``/``"targets"``, or a
   HuggingFace-style dict such as ``{"input_ids", "attention_mask", "labels"}``: the first of the keys
-  :data:`TARGET_KEYS` found is the targets, every other key is a keyword input (targets may be absent).
+  :data:`TARGET_KEYS` found is the targets; one other key is the (positional) input, several are keyword
+  inputs (targets may be absent; :func:`split_batch`).
 - an ``(inputs, targets)`` pair of tensors is sliced along dim 0; a pair whose inputs are a tuple or dict
   is sliced leaf by leaf when every leaf has the batch as its first dimension, else used as one batch.
 - "the" output of a model is chosen by :func:`select_output`: an ``output_transform`` when given, else
@@ -47,6 +48,7 @@ __all__ = [
     "num_samples",
     "require_data",
     "select_output",
+    "split_batch",
 ]
 
 #: What core functions accept as data.
@@ -140,18 +142,32 @@ def select_output(output: Any, output_transform: OutputTransform | None = None) 
     )
 
 
-def _split(batch: Any) -> tuple[Any, Any]:
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of one batch, whatever its structure (targets None when it holds none).
+
+    A tensor is the inputs; a tuple/list is ``(inputs, targets, ...)``; a dict gives ``"inputs"`` if present,
+    else its one non-target entry (``{"image": x, "label": y}`` -> ``x``), else every non-target entry as
+    keyword inputs (``{"input_ids", "attention_mask", "labels"}``); the targets are the first key of
+    :data:`TARGET_KEYS` found.
+
+    Example:
+        >>> split_batch({"x": 1, "y": 2}), split_batch({"input_ids": 1, "attention_mask": 2, "labels": 3})
+        ((1, 2), ({'input_ids': 1, 'attention_mask': 2}, 3))
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch, None
     if isinstance(batch, Mapping):
-        if "inputs" in batch:
-            key = next((k for k in TARGET_KEYS if k in batch), None)
-            return batch["inputs"], (batch[key] if key else None)
         key = next((k for k in TARGET_KEYS if k in batch), None)
-        return {k: v for k, v in batch.items() if k != key}, (batch[key] if key else None)
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
+        targets = batch[key] if key else None
+        if "inputs" in batch:
+            return batch["inputs"], targets
+        rest = {k: v for k, v in batch.items() if k != key}
+        return (next(iter(rest.values())) if len(rest) == 1 else rest), targets
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0], (batch[1] if len(batch) >= 2 else None)
     raise ValueError(
-        f"expected each batch to be an (inputs, targets) pair or a dict with {list(TARGET_KEYS)} among its keys, "
-        f"got {type(batch).__name__}"
+        f"expected each batch to be a tensor, an (inputs, targets) pair or a dict (targets under one of "
+        f"{list(TARGET_KEYS)}), got {type(batch).__name__}"
     )
 
 
@@ -199,7 +215,7 @@ def iter_batches(data: DataLike, batch_size: int = 256, *, max_samples: int | No
         data = DataLoader(data, batch_size=batch_size, shuffle=False)
     seen = 0
     if isinstance(data, DataLoader):
-        source: Iterator = (_split(b) for b in data)
+        source: Iterator = (split_batch(b) for b in data)
     elif isinstance(data, Batches):
         source = iter(data)
     elif _sliceable(data):

@@ -28,7 +28,9 @@ def test_dict_batches_split_into_keyword_inputs_and_the_first_target_key():
     inputs, targets = first_batch(DataLoader([{"inputs": torch.zeros(3), "targets": torch.tensor(1)}], batch_size=1))
     assert tuple(inputs.shape) == (1, 3) and targets.tolist() == [1]
     inputs, targets = first_batch(DataLoader([{"x": torch.zeros(3)}], batch_size=1))  # no targets at all
-    assert sorted(inputs) == ["x"] and targets is None
+    assert isinstance(inputs, torch.Tensor) and tuple(inputs.shape) == (1, 3) and targets is None  # one entry: positional
+    inputs, targets = first_batch(DataLoader([{"image": torch.ones(3), "label": torch.tensor(2)}], batch_size=1))
+    assert torch.equal(inputs, torch.ones(1, 3)) and targets.tolist() == [2]
 
 
 def test_structured_pairs_are_sliced_leaf_by_leaf_and_cut_at_max_samples():

@@ -9,8 +9,8 @@ Lightning adapter. A Lightning batch can be anything a ``training_step`` accepts
   from :func:`default_batch_to_targets` or the ``batch_to_targets=`` hook.
 
 :func:`adapt_data` wraps a DataLoader so the core sees ``(inputs, targets)`` pairs whatever the batches
-hold. When the structure analysis grows its own input knobs (``example_inputs``), this module is the one
-hook to wire to it.
+hold. The defaults read a batch exactly as the core does (:func:`prune_landscape.batching.split_batch`), so
+the callbacks, the pruners and the structure analysis agree on what the inputs are.
 
 Example:
     >>> import torch
@@ -21,17 +21,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from prune_landscape.batching import split_batch
+
 __all__ = [
     "BatchToInputs",
     "BatchToTargets",
-    "INPUT_KEYS",
-    "TARGET_KEYS",
     "adapt_data",
     "default_batch_to_inputs",
     "default_batch_to_targets",
@@ -42,51 +42,26 @@ BatchToInputs = Callable[[Any], Any]
 #: ``batch -> targets`` (a tensor with one entry per sample), or None when the batch holds none.
 BatchToTargets = Callable[[Any], Any]
 
-#: Keys tried, in order, for the inputs of a dict batch (common names in vision, NLP and tabular code).
-INPUT_KEYS = ("inputs", "input", "x", "input_ids", "features", "image", "images", "pixel_values", "data")
-#: Keys tried, in order, for the targets of a dict batch.
-TARGET_KEYS = ("targets", "target", "y", "labels", "label")
-
-
-def _first_key(batch: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if key in batch:
-            return batch[key]
-    return None
-
-
 def default_batch_to_inputs(batch: Any) -> Any:
-    """The network's inputs in ``batch``: a tensor as is, a tuple's first item, a dict's input key.
-
-    Dict keys tried in order: ``INPUT_KEYS``. Token ids and other integer tensors are returned unchanged.
+    """The network's inputs in ``batch``, read as every core function reads a batch
+    (:func:`prune_landscape.batching.split_batch`): a tensor as is, a tuple's first item, a dict's
+    ``"inputs"``, its one non-target entry, or its non-target entries as keyword inputs.
 
     Raises:
-        ValueError: for a dict without any of those keys or an empty sequence, naming the hook to pass.
+        ValueError: for a batch of another type, naming the hook to pass.
     """
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        inputs = _first_key(batch, INPUT_KEYS)
-        if inputs is None:
-            raise ValueError(
-                f"cannot find the inputs in a dict batch with keys {sorted(map(str, batch))}; expected one of "
-                f"{list(INPUT_KEYS)}, or pass batch_to_inputs=lambda batch: batch[...] to the callback"
-            )
-        return inputs
-    if isinstance(batch, (tuple, list)) and batch:
-        return batch[0]
-    raise ValueError(
-        f"cannot find the inputs in a batch of type {type(batch).__name__}; pass batch_to_inputs=... to the callback"
-    )
+    try:
+        return split_batch(batch)[0]
+    except ValueError as error:
+        raise ValueError(f"{error}; pass batch_to_inputs=lambda batch: ... to the callback") from None
 
 
 def default_batch_to_targets(batch: Any) -> Any:
-    """The targets in ``batch``: a tuple's second item, a dict's target key; None when there are none."""
-    if isinstance(batch, Mapping):
-        return _first_key(batch, TARGET_KEYS)
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[1]
-    return None
+    """The targets in ``batch`` (a tuple's second item, a dict's target key); None when there are none."""
+    try:
+        return split_batch(batch)[1]
+    except ValueError:
+        return None
 
 
 def _pair(batch: Any, to_inputs: BatchToInputs, to_targets: BatchToTargets) -> tuple[torch.Tensor, torch.Tensor]:
