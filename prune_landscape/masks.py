@@ -29,13 +29,23 @@ from torch.nn.utils import parametrize, prune
 
 from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
 
-__all__ = ["PRUNABLE_TYPES", "MaskSet", "find_parameter", "prunable_parameters"]
+__all__ = ["PRUNABLE_TYPES", "MaskSet", "current_tensor", "find_parameter", "make_pruning_permanent", "prunable_parameters"]
 
 _FORMAT = "prune_landscape.MaskSet"
 _FORMAT_VERSION = "1"
 
-# One name for the reader every other module already uses.
-_current_tensor = current_tensor
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
+    """Fold every ``torch.nn.utils.prune`` hook into its weight (``weight = orig * mask``, a plain Parameter).
+
+    The one place that removes prune hooks: callers then read exact zeros, and the model deep-copies
+    cleanly (a hooked weight computed with autograd on is a non-leaf tensor, which ``copy.deepcopy`` refuses).
+    Parametrizations (weight_norm, our mask parametrization) are left alone. Returns ``model``, changed in place.
+    """
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+    return model
 
 
 class _MaskParametrization(nn.Module):
@@ -157,7 +167,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
         zeros = {}
         for name in prunable_parameters(model):
             module, attr = find_parameter(model, name)
-            zeros[name] = _current_tensor(module, attr) != 0
+            zeros[name] = current_tensor(module, attr) != 0
         return cls(zeros, inferred=True)
 
     @classmethod
@@ -182,7 +192,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
     def dense(cls, model: nn.Module, names: list[str] | None = None) -> MaskSet:
         """All-True masks for ``names`` (default: every prunable weight of ``model``)."""
         names = prunable_parameters(model) if names is None else names
-        return cls({n: torch.ones_like(_current_tensor(*find_parameter(model, n)), dtype=torch.bool) for n in names})
+        return cls({n: torch.ones_like(current_tensor(*find_parameter(model, n)), dtype=torch.bool) for n in names})
 
     # -- densities ---------------------------------------------------------------------------------------
     @property
@@ -260,7 +270,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
         """
         for name, mask in self._masks.items():
             module, attr = find_parameter(model, name)
-            expected = tuple(_current_tensor(module, attr).shape)
+            expected = tuple(current_tensor(module, attr).shape)
             if tuple(mask.shape) != expected:
                 raise ValueError(f"mask {name!r}: expected shape {expected} (from the model), got {tuple(mask.shape)}")
 

@@ -26,9 +26,11 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize, prune, remove_spectral_norm, remove_weight_norm
+from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm, SpectralNormLoadStateDictPreHook
 from torch.nn.utils.weight_norm import WeightNorm
+
+from prune_landscape.masks import make_pruning_permanent
 
 __all__ = ["copy_model", "plain_copy"]
 
@@ -80,12 +82,10 @@ def plain_copy(model: nn.Module) -> nn.Module:
         >>> type(twin.fc1).__name__, hasattr(net.fc1, "weight"), torch.equal(twin.fc1.weight, net.fc1.weight)
         ('Linear', True, True)
     """
-    twin = copy_model(model)
+    twin = make_pruning_permanent(copy_model(model))
     for module in twin.modules():
         for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-            elif isinstance(hook, WeightNorm):
+            if isinstance(hook, WeightNorm):
                 remove_weight_norm(module, hook.name)
             elif isinstance(hook, SpectralNorm):
                 remove_spectral_norm(module, hook.name)

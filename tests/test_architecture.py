@@ -38,10 +38,6 @@ ALIAS_MAKER = f"{PACKAGE}._moved"
 # (importer, private thing) pairs found on the day this test was written. Remove an entry when its import
 # goes; anything not listed fails.
 ALLOWED_PRIVATE_IMPORTS = frozenset({
-    # masks._current_tensor is read by three other packages (issue 14: masks.py should own it publicly).
-    ("prune_landscape.integrations.callbacks._support", "prune_landscape.masks._current_tensor"),
-    ("prune_landscape.probes.surface", "prune_landscape.masks._current_tensor"),
-    ("prune_landscape.pruning.magnitude", "prune_landscape.masks._current_tensor"),
     # Tests and a benchmark reaching into the probes' private helpers (issue 14: probes/_params.py).
     ("benchmarks.bench_surface", "prune_landscape.probes._params"),
     ("tests.test_probes_hessian", "prune_landscape.probes._params"),

@@ -35,7 +35,7 @@ from prune_landscape.batching import DataLike, num_samples
 from prune_landscape.datacheck import check_data
 from prune_landscape.experiments.plan import DENSE, Cell, SweepPlan
 from prune_landscape.experiments.rowstore import RowStore, _jsonable, finished_rows, safe_name
-from prune_landscape.masks import MaskSet
+from prune_landscape.masks import MaskSet, make_pruning_permanent
 
 __all__ = ["ProbeFailure", "audit_cell", "fresh_model", "run_sweep"]
 
@@ -55,20 +55,6 @@ def fresh_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     if hasattr(model, "init_weights"):
         model.init_weights(generator=torch.Generator().manual_seed(int(seed)))
     return model
-
-
-def _fold_masks(model: nn.Module) -> None:
-    """Make torch.nn.utils.prune masks permanent (weight = orig * mask as a plain Parameter).
-
-    The audit then reads the masks it is given, and the model deep-copies cleanly (a hooked weight
-    computed with autograd on is a non-leaf tensor, which ``copy.deepcopy`` refuses).
-    """
-    from torch.nn.utils import prune as torch_prune
-
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
 
 
 def _figure(result: Any, path: Path) -> bool:
@@ -160,7 +146,7 @@ def audit_cell(cell: Cell, plan: SweepPlan, factory: Callable[[], nn.Module], tr
     loss_name = plan.train_options.get("loss", "cross_entropy")
     train_loss, train_accuracy = evaluate(model, train_data, loss=loss_name)
     test_loss, test_accuracy = evaluate(model, test_data, loss=loss_name) if test_data is not None else (None, None)
-    _fold_masks(model)
+    make_pruning_permanent(model)
     from prune_landscape.probes import PROBES
 
     probes_run = [_isolated_probe(name, PROBES[name], cell.key) for name in plan.probes]

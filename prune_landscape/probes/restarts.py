@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from prune_landscape.batching import DataLike, first_batch, num_samples
-from prune_landscape.masks import MaskSet, find_parameter, prunable_parameters
+from prune_landscape.masks import MaskSet, find_parameter, make_pruning_permanent, prunable_parameters
 from prune_landscape.modelcopy import copy_model
 from prune_landscape.probes._params import resolve_loss
 from prune_landscape.structure import analyze_structure, final_layer_name
@@ -135,9 +134,7 @@ class FinalLayerABResult:
 def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:
     """A deep copy without pruning hooks, re-initialised from ``seed`` (the model's own init if it has one)."""
     fresh = copy_model(model)
-    for module in fresh.modules():
-        for attr in [a[: -len("_orig")] for a in list(module._parameters) if a.endswith("_orig")]:
-            torch_prune.remove(module, attr)
+    make_pruning_permanent(fresh)
     generator = torch.Generator().manual_seed(int(seed))
     if hasattr(fresh, "init_weights"):
         fresh.init_weights(generator=generator)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import DataLike
-from prune_landscape.masks import _current_tensor
+from prune_landscape.layers import current_tensor
 from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, probing, resolve_loss
 from prune_landscape.training import loss_function
 
@@ -238,7 +238,7 @@ def _point(model: nn.Module, kept: KeptParameters, point: nn.Module | Mapping[st
                 module_name, _, attr = user.rpartition(".")
                 try:
                     module = point.get_submodule(module_name) if module_name else point
-                    tensors[name] = _current_tensor(module, attr)
+                    tensors[name] = current_tensor(module, attr)
                 except AttributeError as error:
                     raise ValueError(f"{role} has no parameter {user!r} (the model's architecture must match)") from error
     else:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from prune_landscape.layers import current_tensor as _current_tensor, find_parameter
+from prune_landscape.layers import current_tensor, find_parameter
 
 __all__ = ["magnitude_scores"]
 
@@ -27,4 +27,4 @@ def magnitude_scores(
     model: nn.Module, masks: Mapping[str, torch.Tensor], data: object, generator: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
     """``|w|`` per masked tensor; reads plain, torch.nn.utils.prune and parametrized weights alike."""
-    return {name: _current_tensor(*find_parameter(model, name)).abs() for name in masks}
+    return {name: current_tensor(*find_parameter(model, name)).abs() for name in masks}

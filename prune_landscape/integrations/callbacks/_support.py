@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prune_landscape.batching import DataLike
-from prune_landscape.masks import MaskSet, _current_tensor, find_parameter, prunable_parameters
+from prune_landscape.masks import MaskSet, current_tensor, find_parameter, prunable_parameters
 
 __all__ = [
     "broadcast_masks",
@@ -40,7 +40,7 @@ def current_masks(model: nn.Module) -> MaskSet:
             masks[name] = hooked[name]
         else:
             module, attr = find_parameter(model, name)
-            masks[name] = _current_tensor(module, attr) != 0
+            masks[name] = current_tensor(module, attr) != 0
     return MaskSet(masks, inferred=not any(name in hooked for name in masks))
 
 
