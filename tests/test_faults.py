@@ -160,7 +160,7 @@ def test_a_diverged_model_with_the_hessian_probe_finishes_every_row(tmp_path):
                      probes=("hessian", "final_layer_gap"))
     store = RowStore(tmp_path)
     with pytest.warns(RuntimeWarning, match="probe 'hessian' failed"):
-        rows = run_sweep(plan, _factory, _task(), store=store, progress=False, figure_dir=tmp_path / "figures")
+        rows = run_sweep(plan, _factory, _task(), store=store, progress=False)
     assert len(rows) == 2 and all(r.get("status") != "failed" for r in rows)
     for row in rows:
         assert "diverged" in row["probe_errors"]["hessian"] and "hessian" not in row["probes"]
@@ -194,7 +194,7 @@ def test_names_cannot_escape_the_figure_directory(tmp_path, scratch_registry):
     registry.register_pruner("../../x", lambda model, masks, data, generator: {n: torch.ones(m.shape) for n, m in masks.items()})
     plan = SweepPlan(methods=("../../x",), sparsities=(0.5,), epochs=0, probes=("final_layer_gap",), dense_baseline=False)
     out = tmp_path / "deep" / "run"
-    rows = run_sweep(plan, _factory, _task(), store=RowStore(out), progress=False, figure_dir=out / "figures")
+    rows = run_sweep(plan, _factory, _task(), store=RowStore(out), progress=False)  # figures: <store>/figures
     written = [p for p in tmp_path.rglob("*.png")]
     assert written and all(p.parent == out / "figures" for p in written)
     assert rows[0]["figures"]["final_layer_gap"] == "figures/x_0.5_prune_0_final_layer_gap.png"

@@ -1,4 +1,4 @@
-"""The audit report renderer: the HTML and Markdown tables say exactly what report.json says."""
+"""The sweep report renderer: the HTML and Markdown tables say exactly what sweep.json says."""
 
 from __future__ import annotations
 
@@ -126,11 +126,11 @@ def report(tmp_path_factory):
 
 def test_writes_every_file(report):
     directory, paths = report
-    for name in ("report.json", "report.md", "report.html", "plots/layer_profiles.png", "plots/final_layer.png",
+    for name in ("sweep.json", "sweep.md", "sweep.html", "plots/layer_profiles.png", "plots/final_layer.png",
                  "plots/accuracy.png"):
         assert (directory / name).is_file() and (directory / name).stat().st_size > 100, name
-    assert paths["html"] == directory / "report.html"
-    document = json.loads((directory / "report.json").read_text())
+    assert paths["html"] == directory / "sweep.html"
+    document = json.loads((directory / "sweep.json").read_text())
     assert len(document["rows"]) == len(ROWS) and document["interrupted"] is False
     # unrounded in the JSON
     assert {r["test_accuracy"] for r in document["rows"]} == {r["test_accuracy"] for r in ROWS}
@@ -138,9 +138,9 @@ def test_writes_every_file(report):
 
 def test_html_numbers_equal_json(report):
     directory, _ = report
-    document = json.loads((directory / "report.json").read_text())
+    document = json.loads((directory / "sweep.json").read_text())
     parser = _Tables()
-    parser.feed((directory / "report.html").read_text())
+    parser.feed((directory / "sweep.html").read_text())
     summary = parser.tables[0]
     header = [text for text, _ in summary[0]]
     _check_cells(header, [[text for text, _ in row] for row in summary[1:]], document["rows"])
@@ -151,8 +151,8 @@ def test_html_numbers_equal_json(report):
 
 def test_markdown_numbers_equal_json(report):
     directory, _ = report
-    document = json.loads((directory / "report.json").read_text())
-    lines = (directory / "report.md").read_text().splitlines()
+    document = json.loads((directory / "sweep.json").read_text())
+    lines = (directory / "sweep.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| method | sparsity | final-layer policy | seed | mask verdict"))
     table = []
     for line in lines[start:]:
@@ -165,7 +165,7 @@ def test_markdown_numbers_equal_json(report):
 def test_verdict_cells_are_colour_coded(report):
     directory, _ = report
     parser = _Tables()
-    parser.feed((directory / "report.html").read_text())
+    parser.feed((directory / "sweep.html").read_text())
     header = [text for text, _ in parser.tables[0][0]]
     rows = [dict(zip(header, row)) for row in parser.tables[0][1:]]
     snip_pruned = next(r for r in rows if r["method"][0] == "snip" and r["final-layer policy"][0] == "prune")
@@ -202,13 +202,13 @@ def test_headline_prints_the_baseline_once_and_what_each_mask_did_per_sparsity()
 
 def test_ranked_table_puts_the_worst_first_and_remedies_name_every_pipeline(report):
     directory, _ = report
-    text = (directory / "report.md").read_text()
+    text = (directory / "sweep.md").read_text()
     table = text.split("## Mask verdicts, worst first")[1].split("\n\n")[1].splitlines()
     levels = [line.split("|")[1].strip() for line in table[2:]]
     assert levels == ["BROKEN", "RISKY", "CAUTION", "SAFE", "SAFE", "SAFE"]
     assert "| RISKY | magnitude | 90.0 % | prune | 0 | +0.200 nats (8.7 %) |" in text
     assert "## Remedies (same budget, every pipeline)" in text and "  - torch: `prune.global_unstructured(...)`" in text
-    html = (directory / "report.html").read_text()
+    html = (directory / "sweep.html").read_text()
     assert "Mask verdicts, worst first" in html and "<td class='bad'>BROKEN</td>" in html
 
 
@@ -225,14 +225,14 @@ def test_headline_names_sparse_and_collapsed_methods():
 
 def test_interrupted_report_says_so(tmp_path):
     render_report(ROWS[:2], tmp_path, title="t", interrupted=True)
-    assert "Interrupted" in (tmp_path / "report.html").read_text()
-    assert "Interrupted" in (tmp_path / "report.md").read_text()
-    assert json.loads((tmp_path / "report.json").read_text())["interrupted"] is True
+    assert "Interrupted" in (tmp_path / "sweep.html").read_text()
+    assert "Interrupted" in (tmp_path / "sweep.md").read_text()
+    assert json.loads((tmp_path / "sweep.json").read_text())["interrupted"] is True
 
 
 def test_empty_report_renders(tmp_path):
     render_report([], tmp_path, title="nothing yet")
-    assert "No rows yet." in (tmp_path / "report.md").read_text()
+    assert "No rows yet." in (tmp_path / "sweep.md").read_text()
 
 
 def test_rows_from_before_the_mask_verdict_still_render(tmp_path):
@@ -241,7 +241,7 @@ def test_rows_from_before_the_mask_verdict_still_render(tmp_path):
     render_report(old, tmp_path, title="old rows")
     lines = headline(old)
     assert not any(line.startswith(("Architecture baseline", "At ", "Mask verdicts")) for line in lines)
-    assert "| — | — |" in (tmp_path / "report.md").read_text()
+    assert "| — | — |" in (tmp_path / "sweep.md").read_text()
 
 
 def test_renderer_is_core():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prune_landscape import models
-from prune_landscape.experiments.plan import Cell, SweepPlan, _policy_text
+from prune_landscape.experiments.plan import Cell, SweepPlan
 from prune_landscape.experiments.rowstore import RowStore, check_writable
 from prune_landscape.experiments.sweep import fresh_model, run_sweep
 
@@ -51,13 +51,13 @@ def test_row_store_is_safe_across_processes(tmp_path):
 @pytest.mark.parametrize(("policy", "text"), [("prune", "prune"), ("dense", "dense"), (0.3, "min_density=0.3"),
                                               ("min_density=0.25", "min_density=0.25"), (1, "min_density=1")])
 def test_final_layer_policies_normalise(policy, text):
-    assert _policy_text(policy) == text
+    assert SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=(policy,)).final_layers == (text,)
 
 
 @pytest.mark.parametrize("policy", ["sparse", 0.0, 1.5, "min_density=x", None])
 def test_bad_final_layer_policy_names_the_choices(policy):
     with pytest.raises(ValueError, match="prune|min density|min_density"):
-        _policy_text(policy)
+        SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=(policy,))
 
 
 def test_cell_keys_and_order():

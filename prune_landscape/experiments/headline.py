@@ -1,4 +1,4 @@
-"""The words of the pruning-method audit report: the headline, the worst-first ranking and the remedies.
+"""The words of the sweep report (the pruning-method audit): the headline, the worst-first ranking and the remedies.
 
 Everything here reads plain rows (the dicts :func:`prune_landscape.experiments.sweep.audit_cell` returns) and returns
 text; :mod:`prune_landscape.experiments.html` lays the same words out as Markdown and HTML, the CLI prints them and
@@ -211,7 +211,7 @@ def headline(rows: Sequence[Row]) -> list[str]:
                      + ", ".join(f"{gap:+.1f} pp at {100 * s:g} %" for s, gap in pairs) + " (mean over methods and seeds).")
     contexts = {r.get("context", "") for r in rows}
     if len(contexts) > 1:
-        lines.append(f"These rows come from {len(contexts)} different configurations (their 'context' in report.json).")
+        lines.append(f"These rows come from {len(contexts)} different configurations (their 'context' in sweep.json).")
     levels: dict[str, int] = {}
     for r in rows:
         if _code(r) >= 0:

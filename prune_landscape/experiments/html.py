@@ -1,9 +1,11 @@
-"""The pruning-method audit report: one HTML page, one Markdown file and one JSON file from a list of rows.
+"""The sweep report: ``sweep.html``, ``sweep.md`` and ``sweep.json`` (+ ``plots/``) from a list of rows.
 
-A *row* is the plain dict :func:`prune_landscape.experiments.sweep.audit_cell` returns (one method x sparsity x
-final-layer policy x seed). This module only reads rows; it never prunes or trains, and it imports no
-lightning, hydra or wandb. Every number on the page and in the Markdown is formatted from the row it
-came from, so the three files always agree (``report.json`` holds the unrounded values).
+A *row* is the plain dict :func:`prune_landscape.experiments.row.row_of` builds (one method x sparsity x
+final-layer policy x seed: an audit report plus its training result). This module only reads rows; it never
+prunes or trains, and it imports no lightning, hydra or wandb. Every number on the page and in the Markdown
+is formatted from the row it came from, so the three files always agree (``sweep.json`` holds the
+unrounded values). The file names say "sweep": ``report.json`` always means one audit
+(:meth:`prune_landscape.report.AuditReport.to_dict`, written by :func:`prune_landscape.report.save_report`).
 
 Example:
     >>> rows = [{"key": "dense|0|dense|0", "method": "dense", "sparsity": 0.0, "final_layer_policy": "dense",
@@ -15,17 +17,16 @@ Example:
     'Final layer left sparse: no method.'
 
 The words (headline, worst-first ranking, remedies) come from :mod:`prune_landscape.experiments.headline`; this
-module lays them out with the summary table, the "Mask verdicts, worst first" table and the plots.
+module lays them out with the summary table, the "Mask verdicts, worst first" table and the plots
+(:mod:`prune_landscape.experiments.plots`).
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import os
-import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ from prune_landscape.experiments.headline import (
     Row,
     _code,
     _level,
-    _methods,
     _pct,
     _policy_rank,
     _price,
@@ -47,6 +47,7 @@ from prune_landscape.experiments.headline import (
     headline,
     ranked,
 )
+from prune_landscape.experiments.plots import PLOTS, plot_accuracy, plot_final_layer, plot_layer_profiles, png
 
 __all__ = ["COLUMNS", "LEVELS", "Column", "headline", "ranked", "plot_accuracy", "plot_final_layer", "plot_layer_profiles",
            "render_report", "to_html", "to_markdown", "write_atomic"]
@@ -123,120 +124,15 @@ def _ordered(rows: Sequence[Row]) -> list[Row]:
                                        _policy_rank(str(r["final_layer_policy"])), int(r["seed"])))
 
 
-# ---------------------------------------------------------------------------------------------- plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colours(rows: Sequence[Row]) -> dict[str, Any]:
-    plt = _pyplot()
-    cycle = plt.get_cmap("tab10")
-    return {method: cycle(i % 10) for i, method in enumerate(_methods(rows))}
-
-
-def _mean_by(rows: Sequence[Row], field: str) -> dict[tuple[str, str, float], float]:
-    groups: dict[tuple[str, str, float], list[float]] = {}
-    for r in rows:
-        if r.get(field) is not None:
-            groups.setdefault((r["method"], r["final_layer_policy"], float(r["sparsity"])), []).append(float(r[field]))
-    return {k: statistics.fmean(v) for k, v in groups.items()}
-
-
-def _legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, frameon=False)
-
-
-def plot_final_layer(rows: Sequence[Row]):
-    """Final-layer density against sparsity, one line per method (rows whose policy prunes it)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
-    means = _mean_by([r for r in rows if r["final_layer_policy"] == "prune"], "final_layer_density")
-    for method, colour in _colours(rows).items():
-        points = sorted((s, v) for (m, _, s), v in means.items() if m == method)
-        if points:
-            ax.plot([100 * s for s, _ in points], [100 * v for _, v in points], "o-", color=colour, label=method)
-    ax.set(xlabel="sparsity (%)", ylabel="final-layer density (%)", title="Final layer under global pruning")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    return fig
-
-
-def plot_accuracy(rows: Sequence[Row]):
-    """Test accuracy against sparsity: solid = final layer pruned, dashed = kept dense; grey = dense net."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
-    means = _mean_by(rows, "test_accuracy")
-    for method, colour in _colours(rows).items():
-        for policy, style in (("prune", "o-"), ("dense", "s--")):
-            points = sorted((s, v) for (m, p, s), v in means.items() if m == method and p == policy)
-            if points:
-                ax.plot([100 * s for s, _ in points], [100 * v for _, v in points], style, color=colour,
-                        label=f"{method}" if policy == "prune" else None, alpha=1.0 if policy == "prune" else 0.7)
-    dense = [v for (m, _, _), v in means.items() if m == "dense"]
-    if dense:
-        ax.axhline(100 * statistics.fmean(dense), color="grey", lw=1, ls=":", label="dense network")
-    ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="Accuracy (dashed: dense final layer)")
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    return fig
-
-
-def plot_layer_profiles(rows: Sequence[Row]):
-    """Per-layer density, one panel per sparsity, one line per method (final layer pruned)."""
-    plt = _pyplot()
-    from matplotlib import ticker
-
-    pruned = [r for r in rows if r["final_layer_policy"] == "prune" and r["method"] != "dense" and r.get("layer_densities")]
-    levels = sorted({float(r["sparsity"]) for r in pruned}) or [0.0]
-    fig, axes = plt.subplots(1, len(levels), figsize=(min(4.2 * len(levels), 13), 3.2), squeeze=False,
-                             layout="constrained", sharey=True)
-    colours = _colours(rows)
-    for ax, sparsity in zip(axes[0], levels):
-        layers: list[str] = []
-        for method, colour in colours.items():
-            chosen = [r for r in pruned if r["method"] == method and float(r["sparsity"]) == sparsity]
-            if not chosen:
-                continue
-            layers = list(chosen[0]["layer_densities"])
-            values = [statistics.fmean(float(r["layer_densities"][name]) for r in chosen) for name in layers]
-            ax.plot(range(len(layers)), [max(100 * v, 1e-3) for v in values], "o-", color=colour, label=method, ms=3)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        short = [name.removesuffix(".weight") for name in layers]
-        ax.set_xticks(range(len(short)), short, rotation=60 if len(short) > 6 else 0, fontsize=7, ha="right" if len(short) > 6 else "center")
-        ax.set_title(f"{100 * sparsity:g} % sparsity", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("layer density (%)")
-    _legend(axes[0][0])
-    return fig
-
-
-_PLOTS = {"layer_profiles": plot_layer_profiles, "final_layer": plot_final_layer, "accuracy": plot_accuracy}
-
-
 def _save_plots(rows: Sequence[Row], directory: Path) -> dict[str, Path]:
-    plt = _pyplot()
     (directory / "plots").mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, draw in _PLOTS.items():
-        fig = draw(rows)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
+    for name, draw in PLOTS.items():
         paths[name] = directory / "plots" / f"{name}.png"
-        write_atomic(paths[name], buffer.getvalue())
+        write_atomic(paths[name], png(draw(rows)))
     return paths
 
 
-# ------------------------------------------------------------------------------------------- writers
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write through a temporary file and rename, so a reader (or a Ctrl-C) never sees half a file."""
     data = content.encode() if isinstance(content, str) else content
@@ -296,7 +192,7 @@ def to_markdown(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any] | No
     remedies = _remedy_lines(rows)
     if remedies:
         lines += ["", "## Remedies (same budget, every pipeline)", "", *remedies]
-    lines += ["", "## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in _PLOTS] + [""]
+    lines += ["", "## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in PLOTS] + [""]
     return "\n".join(lines)
 
 
@@ -375,13 +271,13 @@ def to_html(rows: Sequence[Row], *, title: str, plots: Mapping[str, Path], direc
                          + "".join(f"<figure><img loading='lazy' src='{escape(path)}'><figcaption>{escape(r['method'])} "
                                    f"{_pct(r['sparsity'])} final layer {escape(str(r['final_layer_policy']))} seed {r['seed']}</figcaption></figure>"
                                    for r, p, path in figures if p == probe) + "</div></details>")
-    parts.append("<p class='meta'>Every number here is in report.json, unrounded.</p></body></html>")
+    parts.append("<p class='meta'>Every number here is in sweep.json, unrounded.</p></body></html>")
     return "".join(parts)
 
 
 def render_report(rows: Sequence[Row], directory: str | os.PathLike, *, title: str = "Pruning-method audit",
                   meta: Mapping[str, Any] | None = None, interrupted: bool = False) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into ``directory``.
+    """Write the sweep report, ``sweep.json``, ``sweep.md``, ``sweep.html`` and ``plots/*.png``, into ``directory``.
 
     Returns:
         ``{"json": ..., "markdown": ..., "html": ..., "plot/<name>": ...}`` paths.
@@ -396,7 +292,7 @@ def render_report(rows: Sequence[Row], directory: str | os.PathLike, *, title: s
     rows = _ordered(rows)
     plots = _save_plots(rows, directory)
     document = {"title": title, "meta": dict(meta or {}), "interrupted": interrupted, "headline": headline(rows), "rows": list(rows)}
-    paths = {"json": directory / "report.json", "markdown": directory / "report.md", "html": directory / "report.html"}
+    paths = {"json": directory / "sweep.json", "markdown": directory / "sweep.md", "html": directory / "sweep.html"}
     write_atomic(paths["json"], json.dumps(document, indent=1, default=str))
     write_atomic(paths["markdown"], to_markdown(rows, title=title, meta=meta, interrupted=interrupted))
     write_atomic(paths["html"], to_html(rows, title=title, plots=plots, directory=directory, meta=meta, interrupted=interrupted))

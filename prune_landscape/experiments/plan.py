@@ -11,12 +11,19 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from prune_landscape.layers import prunable_parameters
+from prune_landscape.probes import PROBES
+from prune_landscape.pruning import available_methods, get_pruner
+from prune_landscape.structure import final_layer_name
+from prune_landscape.training import LOSSES, train
 
 __all__ = ["DENSE", "Cell", "SweepPlan"]
 
@@ -50,10 +57,6 @@ _PLAN_TRAIN_KEYS = ("model", "data", "epochs", "lr", "seed", "masks")
 
 def _check_train_options(options: Mapping[str, Any]) -> None:
     """Every ``train_options`` name and value, checked before any work (``fit.*`` in the CLI)."""
-    import inspect
-
-    from prune_landscape.training import LOSSES, train
-
     accepted = sorted(set(inspect.signature(train).parameters) - set(_PLAN_TRAIN_KEYS))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -123,9 +126,6 @@ class SweepPlan:
     dense_baseline: bool = True
 
     def __post_init__(self) -> None:
-        from prune_landscape.probes import PROBES
-        from prune_landscape.pruning import available_methods, get_pruner
-
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "methods", tuple(str(m) for m in self.methods))
         set_(self, "sparsities", tuple(float(s) for s in self.sparsities))
@@ -174,9 +174,6 @@ class SweepPlan:
 
     def check_model(self, model: nn.Module) -> None:
         """Raise before any work when a final-layer policy cannot fit a sparsity's weight budget."""
-        from prune_landscape.masks import prunable_parameters
-        from prune_landscape.structure import final_layer_name
-
         sizes = {name: int(dict(model.named_parameters())[name].numel()) for name in prunable_parameters(model)}
         final = final_layer_name(model)
         total = sum(sizes.values())
@@ -189,6 +186,16 @@ class SweepPlan:
                     raise ValueError(f"final-layer policy {policy!r} at sparsity {sparsity:g} needs {needed} weights in "
                                      f"{final} but the whole budget is {budget} of {total}; lower the sparsity or the "
                                      f"final layer's share")
+
+    @property
+    def loss(self) -> str:
+        """The training loss (``train_options["loss"]``, default cross-entropy): training and evaluation use it."""
+        return str(self.train_options.get("loss", "cross_entropy"))
+
+    @property
+    def weight_decay(self) -> float:
+        """The training's weight decay (``train_options["weight_decay"]``, default 0): the audit's rule WD reads it."""
+        return float(self.train_options.get("weight_decay", 0.0))
 
     def cells(self) -> list[Cell]:
         """Every cell, in run order: the dense references first, then methods x sparsities x policies x seeds."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["RowStore", "check_writable", "failed_rows", "finished_rows", "safe_name"]
+__all__ = ["RowStore", "check_writable", "failed_rows", "finished_rows", "jsonable", "safe_name"]
 
 
 def check_writable(directory: str | os.PathLike) -> Path:
@@ -43,13 +43,19 @@ def check_writable(directory: str | os.PathLike) -> Path:
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: mappings and sequences recursively, tensors as lists, NaN/inf as None.
+
+    Example:
+        >>> jsonable({"loss": float("nan"), "kept": torch.tensor([1, 0])})
+        {'loss': None, 'kept': [1, 0]}
+    """
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
         value = value.item()
     if isinstance(value, float):
@@ -76,6 +82,12 @@ class RowStore:
         self.directory = Path(directory)
         self.path = self.directory / "rows.jsonl"
 
+    @property
+    def figure_dir(self) -> Path:
+        """Where the rows' probe figures are saved (``<directory>/figures``; rows hold paths relative to
+        ``directory``, so the report pages written next to ``rows.jsonl`` link them)."""
+        return self.directory / "figures"
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the store's exclusive lock (appends and report renders take it)."""
@@ -95,7 +107,7 @@ class RowStore:
         """
         if "key" not in row:
             raise ValueError(f"a row needs a 'key', got keys {sorted(row)}")
-        line = json.dumps(_jsonable(row), sort_keys=False) + "\n"
+        line = json.dumps(jsonable(row), sort_keys=False) + "\n"
         with self.lock():
             self._repair()
             with open(self.path, "a") as stream:
