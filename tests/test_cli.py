@@ -42,7 +42,7 @@ def tiny_audit(tmp_path_factory):
 
 
 def test_tiny_audit_numbers_match_an_oracle_and_the_pages(tiny_audit):
-    document = json.loads((tiny_audit / "report.json").read_text())
+    document = json.loads((tiny_audit / "sweep.json").read_text())
     rows = {r["key"]: r for r in document["rows"]}
     assert sorted(rows) == ["dense|0|dense|0", "magnitude|0.9|dense|0", "magnitude|0.9|prune|0",
                             "random|0.9|dense|0", "random|0.9|prune|0"]
@@ -62,10 +62,10 @@ def test_tiny_audit_numbers_match_an_oracle_and_the_pages(tiny_audit):
     assert rows["dense|0|dense|0"]["test_accuracy"] > 0.5
     # the pages show exactly the JSON numbers
     parser = _Tables()
-    parser.feed((tiny_audit / "report.html").read_text())
+    parser.feed((tiny_audit / "sweep.html").read_text())
     table = parser.tables[0]
     _check_cells([t for t, _ in table[0]], [[t for t, _ in row] for row in table[1:]], document["rows"])
-    lines = (tiny_audit / "report.md").read_text().splitlines()
+    lines = (tiny_audit / "sweep.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
     md = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start:start + 2 + len(rows)]]
     _check_cells(md[0], md[2:], document["rows"])
@@ -81,15 +81,15 @@ def test_ctrl_c_keeps_finished_rows_and_a_rerun_completes(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_audit(_cfg(tmp_path), hooks=[interrupt_after_first])
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert document["interrupted"] is True
     assert [r["key"] for r in document["rows"]] == seen == ["dense|0|dense|0"]
-    assert "Interrupted" in (tmp_path / "report.html").read_text()
-    assert "dense" in (tmp_path / "report.md").read_text()
+    assert "Interrupted" in (tmp_path / "sweep.html").read_text()
+    assert "dense" in (tmp_path / "sweep.md").read_text()
     # the same command again finishes the rest without redoing the first row
     run_audit(_cfg(tmp_path), hooks=[lambda row: seen.append(row["key"])])
     assert len(seen) == 5 and seen.count("dense|0|dense|0") == 1
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert document["interrupted"] is False and len(document["rows"]) == 5
 
 
@@ -171,7 +171,7 @@ def test_console_script_prints_the_report_directory_last(tmp_path):
                          "audit.final_layers=[prune]", *TINY[1:], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(run_dir)
-    assert {"report.json", "report.md", "report.html", "rows.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    assert {"sweep.json", "sweep.md", "sweep.html", "rows.jsonl"} <= {p.name for p in run_dir.iterdir()}
     bad = _run_script("audit", "experiment=demo", f"hydra.run.dir={tmp_path / 'bad'}", "audit.methods=[nope]", cwd=tmp_path)
     assert bad.returncode == 2 and "audit.methods: expected names from [" in bad.stderr and "got 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -185,9 +185,9 @@ def test_multirun_over_two_sparsities_gives_one_report(tmp_path):
                          "model.widths=[64,16,10]", "fit.epochs=1", "audit.progress=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(sweep)
-    document = json.loads((sweep / "report.json").read_text())
+    document = json.loads((sweep / "sweep.json").read_text())
     assert sorted(r["key"] for r in document["rows"]) == ["dense|0|dense|0", "magnitude|0.5|prune|0", "magnitude|0.9|prune|0"]
-    assert "50.0 %" in (sweep / "report.md").read_text() and "90.0 %" in (sweep / "report.md").read_text()
+    assert "50.0 %" in (sweep / "sweep.md").read_text() and "90.0 %" in (sweep / "sweep.md").read_text()
 
 
 def test_wandb_is_opt_in_and_offline(tmp_path, monkeypatch):
@@ -197,7 +197,7 @@ def test_wandb_is_opt_in_and_offline(tmp_path, monkeypatch):
     run_audit(_cfg(tmp_path, "logger=wandb", "audit.methods=[random]", "audit.final_layers=[prune]"))
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
-    assert len(json.loads((tmp_path / "report.json").read_text())["rows"]) == 2
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2
 
 
 LIVE_NAMES = """

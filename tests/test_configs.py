@@ -113,11 +113,11 @@ def test_audit_recipes_smoke_run(recipe, tmp_path):
     cfg = compose("audit", overrides=[f"experiment={recipe}", f"output_dir={tmp_path}", "audit.progress=false", "torch_threads=1",
                                       *TINY_AUDIT[recipe]])
     directory = run_audit(cfg)
-    document = json.loads((directory / "report.json").read_text())
+    document = json.loads((directory / "sweep.json").read_text())
     plan_rows = 1 + len(cfg.audit.methods) * len(cfg.audit.final_layers) * len(cfg.audit.seeds)
     assert len(document["rows"]) == plan_rows
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in document["rows"])
-    assert (directory / "report.html").is_file() and (directory / "report.md").is_file()
+    assert (directory / "sweep.html").is_file() and (directory / "sweep.md").is_file()
 
 
 TINY_TRAIN = {

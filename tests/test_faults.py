@@ -322,8 +322,8 @@ from pathlib import Path  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from prune_landscape.integrations.cli import CONF_DIR, UsageError, run_audit  # noqa: E402
-from prune_landscape.integrations.cli_loggers import _wandb_offline_if_unreachable  # noqa: E402
-from prune_landscape.integrations.cli_train import _train_app  # noqa: E402
+from prune_landscape.integrations.cli_loggers import wandb_offline_if_unreachable  # noqa: E402
+from prune_landscape.integrations.cli_train import app as train_app  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "prune-landscape"
 TINY = ["audit.methods=[magnitude]", "audit.sparsities=[0.9]", "data.max_samples=120", "data.batch_size=40",
@@ -400,7 +400,7 @@ def test_cli_mistakes_are_reported_in_one_line_fast_and_leave_no_folder(tmp_path
 def test_a_failing_logger_never_ends_the_audit_and_the_report_is_written(tmp_path, hydra_conf):
     with pytest.warns(RuntimeWarning, match="ExplodingLogger failed .*server gone"):
         run_audit(_audit_cfg(tmp_path, "+logger.bad._target_=test_faults.ExplodingLogger"))
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert len(document["rows"]) == 2 and document["interrupted"] is False
 
 
@@ -409,10 +409,12 @@ def test_wandb_gets_one_table_and_the_plots_not_one_chart_per_number(tmp_path, h
     kinds = [kind for kind, _ in FakeWandbLogger.calls]
     assert "log_metrics" not in kinds  # no one-point charts
     tables = [detail for kind, detail in FakeWandbLogger.calls if kind == "log_table"]
-    from prune_landscape.integrations.cli_loggers import _NUMBERS
     from prune_landscape.experiments.html import COLUMNS
+    from prune_landscape.experiments.row import row_table
 
-    assert tables == [("audit/summary", len(COLUMNS), 2), ("audit/rows", len(_NUMBERS), 2)]
+    columns, _ = row_table(RowStore(tmp_path).rows())  # the raw table: the rows' scalar fields, no key list
+    assert {"method", "sparsity", "seed", "density", "final_layer_density", "mask_verdict", "test_accuracy"} <= set(columns)
+    assert tables == [("audit/summary", len(COLUMNS), 2), ("audit/rows", len(columns), 2)]
     assert [detail[0] for kind, detail in FakeWandbLogger.calls if kind == "log_image"] == ["audit/plots"]
     assert kinds[-1] == "finalize"
 
@@ -420,9 +422,9 @@ def test_wandb_gets_one_table_and_the_plots_not_one_chart_per_number(tmp_path, h
 def test_a_diverged_row_with_the_hessian_probe_is_in_the_report_and_the_audit_finishes(tmp_path, hydra_conf):
     with pytest.warns(RuntimeWarning, match="probe 'hessian' failed"):
         run_audit(_audit_cfg(tmp_path, "fit.lr=1e30", "probes.names=[hessian]"))
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert len(document["rows"]) == 2 and "diverged" in document["meta"]["failed probes"]
-    assert "failed probes" in (tmp_path / "report.md").read_text()
+    assert "failed probes" in (tmp_path / "sweep.md").read_text()
 
 
 def test_an_exception_mid_sweep_leaves_an_interrupted_report(tmp_path, hydra_conf, monkeypatch):
@@ -440,11 +442,11 @@ def test_an_exception_mid_sweep_leaves_an_interrupted_report(tmp_path, hydra_con
     monkeypatch.setattr(sweep, "audit_cell", second_call_interrupts)
     with pytest.raises(KeyboardInterrupt):
         run_audit(_audit_cfg(tmp_path))
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert document["interrupted"] is True and [r["key"] for r in document["rows"]] == ["dense|0|dense|0"]
     monkeypatch.setattr(sweep, "audit_cell", real)
     run_audit(_audit_cfg(tmp_path))  # the re-run finishes the rest
-    document = json.loads((tmp_path / "report.json").read_text())
+    document = json.loads((tmp_path / "sweep.json").read_text())
     assert document["interrupted"] is False and len(document["rows"]) == 2
 
 
@@ -467,7 +469,7 @@ def test_a_torn_store_marks_the_report_interrupted_until_the_rerun_repairs_it(tm
         run_audit(_audit_cfg(tmp_path))
     assert flags[0] == (1, True)  # before the repair: the report says the last run did not finish
     assert flags[-1] == (2, False)  # after it: both rows, none lost
-    assert len(json.loads((tmp_path / "report.json").read_text())["rows"]) == 2
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2
 
 
 def test_unwritable_output_directories_fail_before_any_work(tmp_path, hydra_conf):
@@ -491,7 +493,7 @@ def test_an_unreachable_wandb_server_means_offline_at_once(monkeypatch):
     cfg = OmegaConf.create({"logger": {"wandb": {"_target_": "prune_landscape.integrations.loggers.SafeWandbLogger"}}})
     started = time.perf_counter()
     with pytest.warns(RuntimeWarning, match="127.0.0.1:9 is unreachable.*logging offline"):
-        _wandb_offline_if_unreachable(cfg, timeout=2.0)
+        wandb_offline_if_unreachable(cfg, timeout=2.0)
     assert os.environ["WANDB_MODE"] == "offline" and time.perf_counter() - started < 5
 
 
@@ -507,7 +509,7 @@ def test_ctrl_c_in_train_prints_the_run_directory_last(tmp_path, monkeypatch, ca
                                           "trainer.max_epochs=1", "probes=none", "trainer=cpu", "torch_threads=1"])
     try:
         with pytest.raises(SystemExit) as exit_info:
-            _train_app(cfg)
+            train_app(cfg)
         assert exit_info.value.code == 130
         assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from omegaconf import DictConfig
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from prune_landscape.integrations.cli_audit import _audit_app, run_audit
 from prune_landscape.integrations.cli_config import UsageError, dataset_options, load_data
-from prune_landscape.integrations.cli_train import _train_app, run_train
 from prune_landscape.integrations.config_check import ConfigError, check_config
-
-# torch and the core load inside the commands, after the arguments are checked: a mistake is reported in
-# well under a second, before Hydra makes any run directory.
 
 __all__ = ["COMMANDS", "CONF_DIR", "UsageError", "dataset_options", "load_data", "main", "run_audit", "run_train"]
 
@@ -71,15 +71,42 @@ except FileNotFoundError as _error:  # importing the module must work without co
 
 
 # -------------------------------------------------------------------------------------------- main
-COMMANDS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
-    "audit": (_audit_app, "pruning-method audit: methods x sparsities x final-layer policies -> one report"),
-    "train": (_train_app, "train with a pruning pipeline and the landscape-audit callback (Lightning)"),
+#: Command -> what it does (its Hydra task is ``app`` in ``cli_<command>.py``).
+COMMANDS: dict[str, str] = {
+    "audit": "pruning-method audit: methods x sparsities x final-layer policies -> one sweep report",
+    "train": "train with a pruning pipeline and the landscape-audit callback (Lightning)",
 }
+
+
+def command_module(command: str) -> ModuleType:
+    """The module of ``command`` (``cli_audit`` or ``cli_train``), imported on first use.
+
+    Deferred on purpose, and the only deferred import of the CLI (it breaks no cycle): the commands import
+    torch, Lightning and the experiments (seconds), while a mistyped argument must be reported in well under
+    a second, before any of that loads (``tests/test_cli.py::test_the_cli_checks_arguments_without_importing_torch``).
+    """
+    if command == "audit":
+        from prune_landscape.integrations import cli_audit
+
+        return cli_audit
+    if command == "train":
+        from prune_landscape.integrations import cli_train
+
+        return cli_train
+    raise ValueError(f"unknown command {command!r}; expected one of {sorted(COMMANDS)}")
+
+
+def __getattr__(name: str) -> Any:
+    """``run_audit`` and ``run_train``, re-exported from their command modules on first use (see above)."""
+    if name in ("run_audit", "run_train"):
+        return getattr(command_module(name.removeprefix("run_")), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 USAGE = """usage: prune-landscape {{audit,train}} [HYDRA OVERRIDES...] [--multirun] [--cfg job] [--help]
 
 commands:
-""" + "\n".join(f"  {name:<7} {text}" for name, (_, text) in COMMANDS.items()) + """
+""" + "\n".join(f"  {name:<7} {text}" for name, text in COMMANDS.items()) + """
 
 examples:
   prune-landscape audit experiment=demo
@@ -188,13 +215,8 @@ def _precheck(command: str, args: Sequence[str]) -> None:
                                                     "--config-dir", "--experimental")) for flag in flags):
         return
     overrides = ordered[len(flags):] if not any(f in _VALUE_FLAGS for f in flags) else [a for a in args if "=" in a and not a.startswith("-")]
-    from hydra import compose, initialize_config_dir
-
     try:
         if "-m" in flags or "--multirun" in flags:
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
             parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
             batches = BasicSweeper.split_arguments(parsed, None)
             jobs = [job for batch in batches for job in batch][:_MAX_PRECHECKED_JOBS]
@@ -233,9 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _check_recipe(command, argv[1:])
     _check_run_directory(argv[1:])
     _precheck(command, argv[1:])
-    import hydra
-
-    app = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(COMMANDS[command][0])
+    app = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(command_module(command).app)
     sys.argv = [f"prune-landscape-{command}", *hydra_argv(argv[1:])]
     app()
 

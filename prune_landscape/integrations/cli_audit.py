@@ -1,12 +1,15 @@
-"""``prune-landscape audit``: build and check the sweep a config describes, run it, re-render the report after
-every row, log it (see :mod:`~prune_landscape.integrations.cli_loggers`).
+"""``prune-landscape audit``: build and check the sweep a config describes, run it, re-render the sweep report
+(``sweep.html``, ``sweep.md``, ``sweep.json``) after every row, log it (see
+:mod:`~prune_landscape.integrations.cli_loggers`).
 
-Adapter module (Hydra/OmegaConf): the sweep itself is :mod:`prune_landscape.experiments.sweep`.
+Adapter module (Hydra/OmegaConf): the sweep itself is :mod:`prune_landscape.experiments.sweep`. It loads torch and
+the experiments; :mod:`~prune_landscape.integrations.cli` imports it only once the arguments are checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -14,8 +17,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from prune_landscape.data import dataset_info
+from prune_landscape.experiments import html  # called as html.render_report: the fault tests spy on it
+from prune_landscape.experiments.headline import headline
+from prune_landscape.experiments.plan import SweepPlan
+from prune_landscape.experiments.rowstore import RowStore, failed_rows, finished_rows
+from prune_landscape.experiments.sweep import run_sweep
 from prune_landscape.integrations.cli_config import (
     _USER_ERRORS,
     UsageError,
@@ -27,10 +37,12 @@ from prune_landscape.integrations.cli_config import (
     dataset_options,
     load_data,
 )
-from prune_landscape.integrations.cli_loggers import _finish_loggers, _log_row, _wandb_offline_if_unreachable
+from prune_landscape.integrations.cli_loggers import finish_loggers, log_row, wandb_offline_if_unreachable
 from prune_landscape.integrations.config_check import ConfigError, check_config
 
-__all__ = ["run_audit"]
+__all__ = ["app", "run_audit"]
+
+Row = dict[str, Any]
 
 
 def _fingerprint(cfg: DictConfig) -> str:
@@ -43,10 +55,7 @@ def _fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-
-def _build_plan(cfg: DictConfig) -> Any:
-    from prune_landscape.experiments.plan import SweepPlan
-
+def _build_plan(cfg: DictConfig) -> SweepPlan:
     a = cfg.audit
     sparsities = [a.sparsity] if a.get("sparsity") is not None else list(a.sparsities)
     fit = OmegaConf.to_container(cfg.fit, resolve=True)
@@ -60,41 +69,7 @@ def _build_plan(cfg: DictConfig) -> Any:
     )
 
 
-
-class _AuditJob:
-    """Everything an audit needs, built and validated before any work starts (and before the output folder)."""
-
-    def __init__(self, cfg: DictConfig):
-        from hydra.utils import instantiate
-
-        from prune_landscape.data import dataset_info
-
-        self.cfg = cfg
-        self.plan = _build_plan(cfg)
-        self.train, self.test = load_data(cfg.data)
-        name, options = dataset_options(cfg.data)
-        self.info = dataset_info(name, **options)
-        self.factory = lambda: instantiate(cfg.model)
-        loss = str(self.plan.train_options.get("loss", "cross_entropy"))
-        model_name = _check_model(self.factory, self.train, loss=loss)
-        _check_model(self.factory, self.test, loss=loss)
-        self.plan.check_model(self.factory())
-        self.context = _fingerprint(cfg)
-        self.meta = {
-            "model": f"{cfg.model.get('name', model_name)} ({model_name})", "data": name,
-            "train / test samples": f"{self.info.num_train} / {self.info.num_test}",
-            "training": f"{self.plan.epochs} epochs, lr {self.plan.lr}", "scope": self.plan.scope,
-            "probes": ", ".join(self.plan.probes) or "none", "config": self.context,
-        }
-        self.directory = _output_dir(cfg)  # only now: a wrong setting never leaves an empty folder
-        _wandb_offline_if_unreachable(cfg)
-        self.loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()] if cfg.get("logger") else []
-
-
-
-def _failure_meta(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    from prune_landscape.experiments.rowstore import failed_rows
-
+def _failure_meta(rows: Sequence[Row]) -> dict[str, str]:
     meta = {}
     failed = failed_rows(rows)
     if failed:
@@ -105,8 +80,52 @@ def _failure_meta(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     return meta
 
 
-def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[dict[str, Any]], None]] = ()) -> Path:
-    """Run the audit ``cfg`` describes; write the report after every row; return its directory.
+class _AuditJob:
+    """Everything an audit needs, built and validated before any work starts (and before the output folder)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.plan = _build_plan(cfg)
+        self.train, self.test = load_data(cfg.data)
+        name, options = dataset_options(cfg.data)
+        info = dataset_info(name, **options)
+        self.factory = lambda: instantiate(cfg.model)
+        model_name = _check_model(self.factory, self.train, loss=self.plan.loss)
+        _check_model(self.factory, self.test, loss=self.plan.loss)
+        self.plan.check_model(self.factory())
+        self.context = _fingerprint(cfg)
+        self.meta = {
+            "model": f"{cfg.model.get('name', model_name)} ({model_name})", "data": name,
+            "train / test samples": f"{info.num_train} / {info.num_test}",
+            "training": f"{self.plan.epochs} epochs, lr {self.plan.lr}", "scope": self.plan.scope,
+            "probes": ", ".join(self.plan.probes) or "none", "config": self.context,
+        }
+        self.directory = _output_dir(cfg)  # only now: a wrong setting never leaves an empty folder
+        wandb_offline_if_unreachable(cfg)
+        self.loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()] if cfg.get("logger") else []
+        self.store = RowStore(self.directory)
+        self.title = str(cfg.get("title", "Pruning-method audit"))
+        self.started = time.perf_counter()
+
+    def render(self, interrupted: bool = False) -> tuple[dict[str, Path], list[Row]]:
+        """Re-render the sweep report from every finished row in the store; return its paths and those rows."""
+        with self.store.lock():
+            rows = self.store.rows()
+            meta = {**self.meta, "elapsed": f"{time.perf_counter() - self.started:.0f} s", **_failure_meta(rows)}
+            finished = finished_rows(rows)
+            # a torn last line means a writer died mid-row: the report says the run did not finish
+            paths = html.render_report(finished, self.directory, title=self.title, meta=meta,
+                                       interrupted=interrupted or self.store.torn)
+        return paths, finished
+
+    def finish(self, interrupted: bool = False) -> None:
+        """The last render, then the loggers' tables and plots (marked failed when interrupted)."""
+        paths, rows = self.render(interrupted=interrupted)
+        finish_loggers(self.loggers, paths, rows, headline(rows), status="failed" if interrupted else "success")
+
+
+def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[Row], None]] = ()) -> Path:
+    """Run the audit ``cfg`` describes; write the sweep report after every row; return its directory.
 
     ``hooks`` run after each finished row (after the report is re-rendered). A row, probe, logger or hook
     that fails is recorded (in the row, the report and a warning) and the audit goes on. A KeyboardInterrupt
@@ -123,46 +142,40 @@ def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[dict[str, Any]], Non
         return _run_audit(cfg, hooks)
 
 
-def _run_audit(cfg: DictConfig, hooks: Iterable[Callable[[dict[str, Any]], None]]) -> Path:
-    from prune_landscape.experiments.html import headline, render_report
-    from prune_landscape.experiments.rowstore import RowStore, finished_rows
-    from prune_landscape.experiments.sweep import run_sweep
-
+def _job(cfg: DictConfig) -> _AuditJob:
     try:
-        job = _AuditJob(cfg)
+        return _AuditJob(cfg)
     except UsageError:
         raise
     except _USER_ERRORS as error:
         raise UsageError(_message(error)) from error
-    store = RowStore(job.directory)
-    title = str(cfg.get("title", "Pruning-method audit"))
-    started = time.perf_counter()
 
-    def render(interrupted: bool = False) -> tuple[dict[str, Path], list[dict[str, Any]]]:
-        with store.lock():
-            rows = store.rows()
-            meta = {**job.meta, "elapsed": f"{time.perf_counter() - started:.0f} s", **_failure_meta(rows)}
-            finished = finished_rows(rows)
-            # a torn last line means a writer died mid-row: the report says the run did not finish
-            paths = render_report(finished, job.directory, title=title, meta=meta, interrupted=interrupted or store.torn)
-        return paths, finished
 
-    steps = iter(range(10**9))
-    callbacks = [lambda row: render(), lambda row: _log_row(job.loggers, row, next(steps)), *hooks]
-    render()  # an (empty) report exists from the start, so the directory is never half-made
+def _run_audit(cfg: DictConfig, hooks: Iterable[Callable[[Row], None]]) -> Path:
+    job = _job(cfg)
+    steps = itertools.count()
+    callbacks = [lambda row: job.render(), lambda row: log_row(job.loggers, row, next(steps)), *hooks]
+    job.render()  # an (empty) report exists from the start, so the directory is never half-made
     try:
-        run_sweep(job.plan, job.factory, job.train, job.test, store=store, on_row=callbacks, context=job.context,
-                  progress=bool(cfg.audit.get("progress", True)), figure_dir=job.directory / "figures")
+        run_sweep(job.plan, job.factory, job.train, job.test, store=job.store, on_row=callbacks, context=job.context,
+                  progress=bool(cfg.audit.get("progress", True)))
     except BaseException:  # Ctrl-C or anything unexpected: the finished rows stay readable, marked interrupted
-        paths, rows = render(interrupted=True)
-        _finish_loggers(job.loggers, paths, rows, headline(rows), status="failed")
+        job.finish(interrupted=True)
         raise
-    paths, rows = render()
-    _finish_loggers(job.loggers, paths, rows, headline(rows))
+    job.finish()
     return job.directory
 
 
-def _audit_app(cfg: DictConfig) -> None:
+def _summary(markdown: str) -> str:
+    """What the console shows of ``sweep.md``: the headline and the tables, not the probes and the plot links."""
+    return markdown.split("\n## Probes")[0].split("\n## Plots")[0]
+
+
+def app(cfg: DictConfig) -> None:
+    """The Hydra task of ``prune-landscape audit``: run, print the report's summary, print the directory last.
+
+    Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
+    """
     try:
         directory = run_audit(cfg)
     except UsageError as error:
@@ -171,9 +184,8 @@ def _audit_app(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         directory = Path(str(cfg.output_dir))
-        print(f"interrupted: the finished rows are in {directory / 'report.html'}", file=sys.stderr)
+        print(f"interrupted: the finished rows are in {directory / 'sweep.html'}", file=sys.stderr)
         print(directory, flush=True)
         raise SystemExit(130) from None
-    print((directory / "report.md").read_text().split("\n## Probes")[0].split("\n## Plots")[0])
+    print(_summary((directory / "sweep.md").read_text()))
     print(directory, flush=True)
-

@@ -1,15 +1,21 @@
 """``prune-landscape train``: the Lightning Trainer with the configured pruner callback, LandscapeAudit and
 loggers; Ctrl-C ends it with the audit report of the training so far.
 
-Adapter module (Hydra, Lightning, W&B).
+Adapter module (Hydra, Lightning, W&B). It loads torch and Lightning; :mod:`~prune_landscape.integrations.cli`
+imports it only once the arguments are checked.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from prune_landscape.experiments.sweep import fresh_model
 
 from prune_landscape.integrations.cli_config import (
     _USER_ERRORS,
@@ -20,10 +26,10 @@ from prune_landscape.integrations.cli_config import (
     _remove_empty_run_dir,
     _threads,
 )
-from prune_landscape.integrations.cli_loggers import _guarded, _is_wandb, _wandb_offline_if_unreachable
+from prune_landscape.integrations.cli_loggers import _is_wandb, finish_wandb_run, wandb_offline_if_unreachable
 from prune_landscape.integrations.config_check import ConfigError, check_config
 
-__all__ = ["run_train"]
+__all__ = ["app", "run_train"]
 
 
 def run_train(cfg: DictConfig) -> Path:
@@ -45,13 +51,6 @@ def run_train(cfg: DictConfig) -> Path:
 
 
 def _run_train(cfg: DictConfig) -> Path:
-    import signal
-
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from prune_landscape.experiments.sweep import fresh_model
-
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
@@ -63,7 +62,7 @@ def _run_train(cfg: DictConfig) -> Path:
         callbacks = [instantiate(cfg.pruner)] if cfg.get("pruner") and "_target_" in cfg.pruner else []
         audit_callback = instantiate(cfg.landscape_audit)
         directory = _output_dir(cfg)  # only after every check: a wrong setting never leaves an empty folder
-        _wandb_offline_if_unreachable(cfg)
+        wandb_offline_if_unreachable(cfg)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, audit_callback], logger=loggers or False)
     except UsageError:
@@ -82,16 +81,18 @@ def _run_train(cfg: DictConfig) -> Path:
     if cfg.get("test", True) and not trainer.interrupted:
         trainer.test(module, datamodule=datamodule, verbose=False)
     if any(_is_wandb(logger) for logger in loggers):
-        import wandb
-
-        _guarded(wandb, "finish", wandb.finish)
+        finish_wandb_run()
     report = getattr(audit_callback, "last_report", None)
     if report is not None:
         print(report)
     return directory
 
 
-def _train_app(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
+    """The Hydra task of ``prune-landscape train``: train, print the audit report, print the directory last.
+
+    Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
+    """
     try:
         directory = run_train(cfg)
     except UsageError as error:
