@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The sweep report (sweep.html, sweep.md, sweep.json, rows.jsonl, plots/) goes to outputs/audit/<time>/,
+# printed as the last line; report.json is the name of one audit's report (prune-landscape train).
 demo: $(STAMP)
 	$(BIN)/prune-landscape audit experiment=demo
 

@@ -1,4 +1,5 @@
-"""How a sweep row is written: :class:`RowStore` appends each finished row as one JSON line to
+"""Where sweep rows are kept (the row itself is built by :func:`prune_landscape.experiments.row.row_of`):
+:class:`RowStore` appends each finished row as one JSON line to
 ``rows.jsonl`` under a file lock, the moment it finishes, so an interrupted sweep loses nothing already
 done and several processes (a Hydra multirun, SLURM array jobs) may share one store.
 
