@@ -6,6 +6,12 @@ fan-in against n, the landscape verdict with its rule, the existence verdict, de
 layers, the remedy with its exact cost in weights, and the architecture's baseline (the same network with
 every weight kept). I/O lives in :func:`save_report`, never on the frozen type.
 
+One report type: ``report.json`` always holds one audit, in the schema below (:meth:`AuditReport.to_dict`),
+whether :func:`save_report`, the Lightning callback or ``prune-landscape train`` wrote it. A sweep
+(``prune-landscape audit``) writes ``sweep.json`` / ``sweep.md`` / ``sweep.html`` instead: each of its rows is one
+of these reports plus its training result (:func:`prune_landscape.experiments.row.row_of`, which keeps the
+whole ``to_dict()`` under ``audit`` and :meth:`AuditReport.metrics` under ``metrics``).
+
 Stable ``to_dict()`` keys (``SCHEMA_VERSION`` 1): ``final_layer.{name, dense, density, kept, total,
 fan_in.{min, median, max}, fan_in_per_output, last_hidden_units, last_hidden_width}``,
 ``landscape.{verdict, code, rules, provenance, explanation, findings}``, ``existence.{verdict, code, rules,
@@ -300,7 +306,9 @@ def _json_default(value: Any) -> Any:
 
 
 def save_report(report: AuditReport, directory: str | Path) -> dict[str, Path]:
-    """Write ``report.json`` and ``report.md`` into ``directory`` (created if missing).
+    """Write one audit's ``report.json`` (:meth:`AuditReport.to_dict`) and ``report.md`` into ``directory``.
+
+    The directory is created if missing.
 
     Returns:
         ``{"json": path, "markdown": path}``.

@@ -534,3 +534,22 @@ def test_failed_calls_leave_no_folder_multirun_and_deep_checks_too(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert deep.returncode == 2 and "the model does not accept these inputs: expected (N, ..., 32)" in deep.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_step_loggers_get_the_rows_metrics_under_the_cells_prefix():
+    from prune_landscape.integrations.cli_loggers import log_row
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def log_metrics(self, metrics, step):
+            self.calls.append((metrics, step))
+
+    row = {"method": "snip", "final_layer_policy": "dense", "sparsity": 0.98, "seed": 2, "train_accuracy": 0.5,
+           "test_accuracy": None, "train_loss": 1.25, "metrics": {"density": 0.02, "final_layer/dense": 1.0}}
+    logger = Recorder()
+    log_row([logger], row, 7)
+    log_row([logger], {**row, "status": "failed"}, 8)  # a failed row has no numbers to log
+    assert logger.calls == [({"snip/dense/s0.98/seed2/density": 0.02, "snip/dense/s0.98/seed2/final_layer/dense": 1.0,
+                              "snip/dense/s0.98/seed2/train_loss": 1.25, "snip/dense/s0.98/seed2/train_accuracy": 0.5}, 7)]

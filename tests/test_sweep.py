@@ -10,8 +10,9 @@ import torch
 
 from prune_landscape import models
 from prune_landscape.experiments.plan import Cell, SweepPlan
+from prune_landscape.experiments.row import row_metrics, row_table
 from prune_landscape.experiments.rowstore import RowStore, check_writable
-from prune_landscape.experiments.sweep import fresh_model, run_sweep
+from prune_landscape.experiments.sweep import audit_cell, fresh_model, run_sweep
 
 
 def _append_many(directory, worker, count):
@@ -142,3 +143,41 @@ def test_run_sweep_resumes_and_skips_finished_rows(tmp_path):
     assert rows["dense|0|dense|0"]["density"] == 1.0 and rows["dense|0|dense|0"]["final_layer_dense"] is True
     # the same cell from the same seed gives the same row (the re-run under context c2 repeats it)
     assert {r["key"]: r["test_accuracy"] for r in again} == {k: r["test_accuracy"] for k, r in rows.items()}
+
+
+def test_a_row_is_one_audit_report_plus_its_training_result():
+    """Every flat field of a row reads the report it wraps (kept whole under "audit"); the loggers' numbers and
+    the raw table are derived from the row, not from key lists of their own."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 6, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    plan = SweepPlan(methods=("magnitude",), sparsities=(0.5,), epochs=1, dense_baseline=False,
+                     train_options={"batch_size": 32})
+    row = audit_cell(plan.cells()[0], plan, lambda: models.mlp([6, 16, 3]), (x, y), (x[:32], y[:32]))
+    audit = row["audit"]
+    total = 6 * 16 + 16 * 3
+    assert row["density"] == audit["density"] == pytest.approx(round(0.5 * total) / total)  # the exact budget
+    head = audit["final_layer"]
+    assert (row["final_layer"], row["final_layer_density"], row["final_layer_dense"]) == (head["name"], head["density"],
+                                                                                          head["dense"])
+    assert [row["fan_in_min"], row["fan_in_median"], row["fan_in_max"]] == [head["fan_in"][k] for k in ("min", "median", "max")]
+    assert row["fan_in_min"] == min(head["fan_in_per_output"]) and head["name"] == "fc2.weight"
+    assert row["n"] == audit["n"] == 96 and row["dead_units"] == audit["dead_units_total"]
+    assert (row["landscape"], row["landscape_rules"]) == (audit["landscape"]["verdict"], audit["landscape"]["rules"])
+    assert (row["existence"], row["existence_rules"]) == (audit["existence"]["verdict"], audit["existence"]["rules"])
+    assert row["layer_densities"] == {layer["name"]: layer["density"] for layer in audit["layers"]}
+    assert len(row["epoch_losses"]) == 1 and 0.0 <= row["test_accuracy"] <= 1.0
+    assert row_metrics(row) == {**row["metrics"], **{k: row[k] for k in ("train_loss", "train_accuracy", "test_loss",
+                                                                         "test_accuracy")}}
+    columns, data = row_table([row])
+    assert {"audit", "metrics", "probes", "baseline", "layer_densities"}.isdisjoint(columns)  # nested: not flat
+    assert columns[:5] == ["key", "method", "sparsity", "final_layer_policy", "seed"]
+    assert data[0][columns.index("collapsed_layers")] == ", ".join(row["collapsed_layers"])
+    assert data[0][columns.index("test_accuracy")] == row["test_accuracy"]
+
+
+def test_row_table_keeps_only_fields_flat_in_every_row():
+    rows = [{"key": "a", "remedy": None, "rules": ["NL-4", "WD"], "x": 1.5},
+            {"key": "b", "remedy": {"text": "keep fc3 dense"}, "rules": [], "x": None}]
+    assert row_table(rows) == (["key", "rules", "x"], [["a", "NL-4, WD", 1.5], ["b", "", None]])
+    assert row_table([]) == ([], [])
