@@ -181,3 +181,10 @@ def test_row_table_keeps_only_fields_flat_in_every_row():
             {"key": "b", "remedy": {"text": "keep fc3 dense"}, "rules": [], "x": None}]
     assert row_table(rows) == (["key", "rules", "x"], [["a", "NL-4, WD", 1.5], ["b", "", None]])
     assert row_table([]) == ([], [])
+
+
+def test_cell_final_layer_policy_keeps_the_old_name_with_a_warning():
+    cell = Cell("snip", 0.98, "dense", 0)
+    assert cell.final_layer_policy == "dense" and cell.key == "snip|0.98|dense|0"
+    with pytest.warns(DeprecationWarning, match="use Cell.final_layer_policy"):
+        assert cell.final_layer == "dense"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,17 +81,27 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Cell:
-    """One audit: a method at a sparsity with a final-layer policy, from the init drawn by ``seed``."""
+    """One audit: a method at a sparsity with a final-layer policy, from the init drawn by ``seed``.
+
+    ``final_layer_policy`` is the policy ("prune", "dense", "min_density=<x>"); the row's ``final_layer`` is the
+    head's weight name the audit found.
+    """
 
     method: str
     sparsity: float
-    final_layer: str
+    final_layer_policy: str
     seed: int
 
     @property
     def key(self) -> str:
         """A stable identifier, e.g. ``"snip|0.98|dense|0"``."""
-        return f"{self.method}|{self.sparsity:g}|{self.final_layer}|{self.seed}"
+        return f"{self.method}|{self.sparsity:g}|{self.final_layer_policy}|{self.seed}"
+
+    @property
+    def final_layer(self) -> str:
+        """Deprecated name of :attr:`final_layer_policy` (``final_layer`` names the head's weight elsewhere)."""
+        warnings.warn("Cell.final_layer is deprecated; use Cell.final_layer_policy", DeprecationWarning, stacklevel=2)
+        return self.final_layer_policy
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ class ProbeOutputs:
 
 
 def _cell_fields(cell: Cell) -> dict[str, Any]:
-    return {"key": cell.key, "method": cell.method, "sparsity": cell.sparsity, "final_layer_policy": cell.final_layer,
+    return {"key": cell.key, "method": cell.method, "sparsity": cell.sparsity, "final_layer_policy": cell.final_layer_policy,
             "seed": cell.seed}
 
 

@@ -113,7 +113,7 @@ def _cell_masks(cell: Cell, plan: SweepPlan, model: nn.Module, data: DataLike) -
     if cell.method == DENSE:
         return MaskSet.dense(model)
     options = dict(plan.method_options.get(cell.method, {}))
-    return prune(model, cell.method, cell.sparsity, data, final_layer=cell.final_layer, scope=plan.scope,
+    return prune(model, cell.method, cell.sparsity, data, final_layer=cell.final_layer_policy, scope=plan.scope,
                  seed=cell.seed, **options)
 
 
