@@ -69,18 +69,21 @@ def log_wandb_extras(
 
 
 def summary_entries(report: Any, prefix: str) -> dict[str, Any]:
-    """The run-summary entries: the final scalars, the verdicts and the rules behind them."""
+    """The run-summary entries, read from the report's own views: ``metrics()`` (every scalar) and
+    ``to_dict()`` (each verdict's name, deciding rules and explanation; the headline).
+
+    Nothing here reads the report's parts directly, so the summary holds what ``report.json`` holds.
+    """
     summary: dict[str, Any] = {prefix + key: float(value) for key, value in report.metrics().items()}
+    document = report.to_dict()
     for part in ("mask_verdict", "landscape", "existence"):
-        section = getattr(report, part, None)
-        if section is None:
+        section = document.get(part)
+        if not section:
             continue
-        verdict = getattr(section, "verdict", None)
-        summary[f"{prefix}{part}/verdict"] = getattr(verdict, "name", str(verdict))
-        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in getattr(section, "rules", ())]
-        if getattr(section, "explanation", None):
-            summary[f"{prefix}{part}/explanation"] = str(section.explanation)
-    headline = getattr(report, "headline", None)
-    if callable(headline):
-        summary[prefix + "headline"] = "\n".join(headline())
+        # The theorem axes name their verdict "verdict"; the mask verdict names its grade "level".
+        summary[f"{prefix}{part}/verdict"] = section.get("verdict", section.get("level"))
+        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in section.get("rules", ())]
+        if section.get("explanation"):
+            summary[f"{prefix}{part}/explanation"] = str(section["explanation"])
+    summary[prefix + "headline"] = "\n".join(document["headline"])
     return summary
