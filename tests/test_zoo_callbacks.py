@@ -69,7 +69,8 @@ AUDIT_HOOKS = ("setup", "on_train_start", "on_train_batch_start", "on_train_epoc
 # torchvision's Swin attention its ``qkv``/``proj`` weights) without calling those Linear modules, so
 # torch.nn.utils.prune's forward pre-hook never recomputes ``weight = weight_orig * weight_mask``; the
 # tensor computed at attach time is reused, and the second backward goes through its freed graph. The
-# fault is in MaskSet.apply_to (masks.py), not in the callback; strict, so the fix turns these green.
+# fault is in MaskSet.apply_to (masks.py), not in the callback. The test expects that exact error, so the
+# fix makes it fail until these names are taken off this list.
 _STALE_MASKED_WEIGHT = ("tv_vit_tiny", "tv_swin_tiny", "mha_classifier")
 
 
@@ -329,10 +330,7 @@ def _assert_only_masks_added(entry: zoo.ZooEntry, net: nn.Module, callback: _Wat
         assert torch.equal(weight, expected), f"{name}: weight != original * mask when attached"
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(raises=RuntimeError, strict=True, reason="stale masked weight (masks.py)"))
-    if n in _STALE_MASKED_WEIGHT else n for n in NAMES
-])
+@pytest.mark.parametrize("name", NAMES)
 def test_prune_at_init_only_adds_masks_on_every_zoo_network(name, tmp_path):
     entry = zoo.entry(name)
     net = entry.build()
@@ -341,12 +339,18 @@ def test_prune_at_init_only_adds_masks_on_every_zoo_network(name, tmp_path):
     callback = _WatchedPrune(net, "snip", 0.5, output_transform=entry.output_transform)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _fit(tmp_path, lit, [callback], entry)
+        if name in _STALE_MASKED_WEIGHT:
+            with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+                _fit(tmp_path, lit, [callback], entry)
+        else:
+            _fit(tmp_path, lit, [callback], entry)
 
     assert callback.masks is not None and callback._choice.name == "net"
     total = callback.masks.num_total
     assert callback.masks.num_kept == round(0.5 * total), f"{name}: kept {callback.masks.num_kept} of {total}"
     _assert_only_masks_added(entry, net, callback)
+    if name in _STALE_MASKED_WEIGHT:  # the callback's own part holds; training is masks.py's fault (above)
+        pytest.xfail("training fails: a masked weight read without calling its module is never recomputed")
     for weight_name, mask in callback.masks.items():  # training kept the pruned entries at zero
         module_name, attr = _owner_attr(weight_name)
         assert not bool(getattr(net.get_submodule(module_name), attr)[~mask].any()), weight_name
