@@ -7,6 +7,7 @@ import signal
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -141,6 +142,56 @@ def test_integer_token_batches_do_not_abort_fit(tmp_path, ns_name):
     assert report["final_layer"]["density"] == pytest.approx(0.5)
     assert audit.records[-1].metrics["audit/final_layer/density"] == pytest.approx(0.5)
     assert MaskSet.load(tmp_path / "report" / "mask.safetensors")["net.2.weight"].equal(head)
+
+
+class _TwoInputs(nn.Module):
+    """forward(image, meta): two positional inputs, concatenated after their own layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 8), nn.Linear(3, 8), nn.Linear(16, 3)
+
+    def forward(self, image, meta):
+        return self.head(torch.cat([F.relu(self.a(image)), F.relu(self.b(meta))], dim=1))
+
+
+def test_positional_inputs_through_the_default_collate_reach_forward_as_arguments(tmp_path):
+    """Samples ((image, meta), label) come out of a default DataLoader as [[images, metas], labels]."""
+    g = torch.Generator().manual_seed(0)
+    samples = [((torch.randn(6, generator=g), torch.randn(3, generator=g)), int(torch.randint(0, 3, (1,), generator=g)))
+               for _ in range(48)]
+    loader = DataLoader(samples, batch_size=16)
+    assert isinstance(next(iter(loader))[0], list)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _TwoInputs()
+
+        def forward(self, image, meta):
+            return self.net(image, meta)
+
+        def training_step(self, batch, batch_idx):
+            (image, meta), labels = batch
+            return F.cross_entropy(self(image, meta), labels)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    module = Module()
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=tmp_path / "report"))
+    prune_snip = PruneAtInit("snip", 0.5, final_layer_policy="dense")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer(namespace("pytorch_lightning"), tmp_path, [prune_snip, audit], epochs=1).fit(module, loader)
+    # forward(image, meta) ran on the batch's inputs as two arguments, so the module itself is audited.
+    assert audit.failures == {} and audit.choice.rule == "forward" and prune_snip._choice.rule == "forward"
+    report = audit.last_report
+    assert report.structure.final_layer == "net.head.weight" and report.structure.final_layer_dense
+    assert report.n == 48, "the final audit read every (image, meta) pair with its label"
+    kept = prune_snip.masks.num_kept
+    assert kept == round(0.5 * (6 * 8 + 3 * 8 + 16 * 3)) and bool(prune_snip.masks["net.head.weight"].all())
 
 
 class _Diverge:

@@ -45,15 +45,19 @@ BatchToTargets = Callable[[Any], Any]
 def default_batch_to_inputs(batch: Any) -> Any:
     """The network's inputs in ``batch``, read as every core function reads a batch
     (:func:`prune_landscape.batching.split_batch`): a tensor as is, a tuple's first item, a dict's
-    ``"inputs"``, its one non-target entry, or its non-target entries as keyword inputs.
+    ``"inputs"``, its one non-target entry, or its non-target entries as keyword inputs. A list of inputs
+    (what a DataLoader's default collate makes of a tuple) is returned as a tuple: positional inputs.
 
     Raises:
         ValueError: for a batch of another type, naming the hook to pass.
     """
     try:
-        return split_batch(batch)[0]
+        inputs = split_batch(batch)[0]
     except ValueError as error:
         raise ValueError(f"{error}; pass model_io=ModelIO(batch_to_inputs=lambda batch: ...) to the callback") from None
+    # A DataLoader's default collate turns a sample's tuple of positional inputs into a list; read it back
+    # as the tuple it was (as prune(example_inputs=[...]) does), so forward(*inputs) gets its arguments.
+    return tuple(inputs) if isinstance(inputs, list) else inputs
 
 
 def default_batch_to_targets(batch: Any) -> Any:

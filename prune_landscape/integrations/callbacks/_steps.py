@@ -11,12 +11,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from prune_landscape.batching import input_tensors
 from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs
 from prune_landscape.integrations.callbacks._network import choose_network
 from prune_landscape.integrations.callbacks._support import broadcast_masks, current_masks, example_batch, resolve_train_data
 from prune_landscape.masks import MaskSet
 from prune_landscape.pruning import magnitude_step
 from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, check_final_layer_budget, num_to_keep
+from prune_landscape.pruning.pruneset import first_samples
 from prune_landscape.structure import final_layer_name
 
 __all__ = ["attach", "batch_inputs", "check_budget", "ensure_masks_attached", "pruned_network", "shrink"]
@@ -71,13 +73,13 @@ def shrink(
     return attach(trainer, network, masks)
 
 
-def batch_inputs(batch: Any) -> torch.Tensor | None:
-    """One sample of the batch's inputs (only used to find the final layer), or None when it has no tensor."""
+def batch_inputs(batch: Any) -> Any:
+    """One sample of the batch's inputs, structure kept (only used to find the final layer), or None."""
     try:
         inputs = default_batch_to_inputs(batch)
     except ValueError:
         return None  # an unusual batch: the final layer is then taken by parameter order
-    return inputs[:1] if isinstance(inputs, torch.Tensor) else None
+    return first_samples(inputs, 1) if input_tensors(inputs) else None
 
 
 def check_budget(trainer: pl.Trainer, network: torch.nn.Module, sparsity: float, policy: FinalLayerPolicy, who: str) -> None:
