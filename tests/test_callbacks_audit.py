@@ -2,7 +2,9 @@
 CSV scalars read back, and loggers that fail (training continues, the report is still written)."""
 
 import csv
+import dataclasses
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import MaskSet, models
-from prune_landscape.integrations.callbacks import LandscapeAudit
+from prune_landscape.integrations.callbacks import AuditReporting, AuditSchedule, LandscapeAudit, ModelIO
 from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.integrations.loggers import SafeWandbLogger, logger_failed
 
@@ -206,13 +208,60 @@ def test_wandb_that_loses_its_connection_warns_and_stays_on(tmp_path, offline_wa
     assert MaskSet.load(run_dir / "files" / "mask.safetensors") == audit.last_masks
 
 
+# Every flat keyword LandscapeAudit took before its settings were grouped: (keyword, value, group, class).
+_LEGACY = [
+    ("probe_every_n_epochs", 3, "schedule", AuditSchedule),
+    ("probe_at_end", False, "schedule", AuditSchedule),
+    ("structure_every_n_epochs", 2, "schedule", AuditSchedule),
+    ("check_every_n_steps", 5, "schedule", AuditSchedule),
+    ("final_with_data", False, "schedule", AuditSchedule),
+    ("batch_to_inputs", len, "model_io", ModelIO),
+    ("batch_to_targets", len, "model_io", ModelIO),
+    ("example_input", (1, 2), "model_io", ModelIO),
+    ("report_dir", "runs/audit", "reporting", AuditReporting),
+    ("prefix", "a/", "reporting", AuditReporting),
+    ("log_mask_artifact", False, "reporting", AuditReporting),
+    ("guard_loggers", False, "reporting", AuditReporting),
+]
+
+
+@pytest.mark.parametrize(("keyword", "value", "group", "kind"), _LEGACY, ids=[row[0] for row in _LEGACY])
+def test_each_old_keyword_still_works_and_warns_with_the_new_spelling(keyword, value, group, kind):
+    expected = f"LandscapeAudit({keyword}=...) is deprecated; pass {group}={kind.__name__}({keyword}=...) instead"
+    with pytest.warns(DeprecationWarning, match=re.escape(expected)):
+        old = LandscapeAudit(**{keyword: value})
+    new = LandscapeAudit(**{group: kind(**{keyword: value})})
+    assert getattr(old, group) == getattr(new, group) == kind(**{keyword: value})
+    assert getattr(old, group) != kind(), "the keyword changed its field"
+    as_mapping = LandscapeAudit(**{group: {keyword: value}})  # a Hydra config section
+    assert getattr(as_mapping, group) == getattr(new, group)
+
+
+def test_old_keywords_refine_a_given_group_and_groups_are_frozen():
+    with pytest.warns(DeprecationWarning):
+        audit = LandscapeAudit(schedule=AuditSchedule(probe_every_n_epochs=4), probe_at_end=False, prefix="x/")
+    assert audit.schedule == AuditSchedule(probe_every_n_epochs=4, probe_at_end=False)
+    assert audit.reporting == AuditReporting(prefix="x/")
+    assert AuditReporting(report_dir="runs").report_dir == Path("runs")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        audit.schedule.probe_at_end = True
+
+
 def test_invalid_arguments_raise_before_any_work():
     with pytest.raises(ValueError, match="n_samples must be a positive integer or None, got 2.5"):
         LandscapeAudit(n_samples=2.5)
     with pytest.raises(ValueError, match="probe_every_n_epochs must be a positive integer or None, got 0"):
-        LandscapeAudit(probe_every_n_epochs=0)
+        LandscapeAudit(schedule=AuditSchedule(probe_every_n_epochs=0))
     with pytest.raises(ValueError, match="check_every_n_steps must be a positive integer, got 1.5"):
-        LandscapeAudit(check_every_n_steps=1.5)
+        LandscapeAudit(schedule={"check_every_n_steps": 1.5})
+    with pytest.raises(ValueError, match=r"schedule: unknown field\(s\) \['probe_every'\]; expected some of \['check_every_n_steps'"):
+        LandscapeAudit(schedule={"probe_every": 2})
+    with pytest.raises(ValueError, match="model_io must be a ModelIO or a mapping of its fields, got AuditSchedule"):
+        LandscapeAudit(model_io=AuditSchedule())
+    with pytest.raises(ValueError, match="output_transform must be a callable or None, got str"):
+        ModelIO(output_transform="logits")
+    with pytest.raises(TypeError, match=r"LandscapeAudit\(\) got unexpected keyword argument\(s\) \['report_directory'\]"):
+        LandscapeAudit(report_directory="runs")
     with pytest.raises(ValueError, match="probes must be a sequence of names or callables, got the string 'hessian'"):
         LandscapeAudit("hessian")
 
@@ -240,9 +289,14 @@ class _CountingProbe:
         return Result()
 
 
-def test_probes_run_every_n_epochs_and_at_the_end_and_their_scalars_are_logged(tmp_path):
+@pytest.mark.parametrize("spelling", ["schedule", "old keyword"])
+def test_probes_run_every_n_epochs_and_at_the_end_and_their_scalars_are_logged(tmp_path, spelling):
     probe = _CountingProbe()
-    audit = LandscapeAudit([probe], probe_every_n_epochs=2)
+    if spelling == "schedule":
+        audit = LandscapeAudit([probe], schedule=AuditSchedule(probe_every_n_epochs=2))
+    else:
+        with pytest.warns(DeprecationWarning, match=r"schedule=AuditSchedule\(probe_every_n_epochs=...\)"):
+            audit = LandscapeAudit([probe], probe_every_n_epochs=2)
     logger = CSVLogger(tmp_path, name="csv")
     _trainer(tmp_path, [audit], logger=logger, epochs=4).fit(_lit(), _data())
     # Epoch ends 2 and 4, then the end of fit: three runs, each over the 48 training samples.

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader, TensorDataset
 
     from prune_landscape import MaskSet, models
-    from prune_landscape.integrations.callbacks import GradualMagnitudePruning, LandscapeAudit, PruneAtInit
+    from prune_landscape.integrations.callbacks import AuditReporting, GradualMagnitudePruning, LandscapeAudit, PruneAtInit
     from prune_landscape.integrations.lit import LitClassifier
     from prune_landscape.pruning import GradualSchedule
 
@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
 
     g = torch.Generator().manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(64, 6, generator=g), torch.randint(0, 3, (64,), generator=g)), batch_size=8)
-    audit = LandscapeAudit(report_dir=out / "report")
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=out / "report"))
     schedule = GradualSchedule(final_sparsity=0.8, start_step=2, end_step=6, frequency=2, initial_sparsity=0.5)
     trainer = pl.Trainer(
         strategy="ddp", accelerator="cpu", devices=2, max_epochs=2, logger=CSVLogger(out, name="csv"),

@@ -7,6 +7,7 @@ import signal
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -14,7 +15,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from _lightning_namespaces import NAMESPACES, data, namespace, trainer
 from prune_landscape import MaskSet, models
-from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
+from prune_landscape.integrations.callbacks import (
+    AuditReporting,
+    AuditSchedule,
+    GradualMagnitudePruning,
+    IterativeMagnitudePruning,
+    LandscapeAudit,
+    ModelIO,
+    PruneAtInit,
+)
 from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.pruning import GradualSchedule, IMPSchedule
 
@@ -85,7 +94,7 @@ def test_batch_hooks_read_any_structure(tmp_path):
         def __getitem__(self, i):
             return self.y[i], {"pixels": self.x[i]}
 
-    audit = LandscapeAudit(batch_to_inputs=lambda b: b[1]["pixels"], batch_to_targets=lambda b: b[0])
+    audit = LandscapeAudit(model_io=ModelIO(batch_to_inputs=lambda b: b[1]["pixels"], batch_to_targets=lambda b: b[0]))
     trainer(ns, tmp_path, [audit], epochs=1).fit(Odd(), DataLoader(OddData(), batch_size=16))
     assert not audit.failures and audit.records[-1].metrics["audit/n"] == 48 and audit.choice.name == "net"
 
@@ -121,7 +130,7 @@ def test_integer_token_batches_do_not_abort_fit(tmp_path, ns_name):
     head = torch.ones(3, 8, dtype=torch.bool)
     head[:, 4:] = False
     torch.nn.utils.prune.custom_from_mask(module.net[2], "weight", head)
-    audit = LandscapeAudit(report_dir=tmp_path / "report")
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=tmp_path / "report"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = trainer(ns, tmp_path, [audit])
@@ -133,6 +142,56 @@ def test_integer_token_batches_do_not_abort_fit(tmp_path, ns_name):
     assert report["final_layer"]["density"] == pytest.approx(0.5)
     assert audit.records[-1].metrics["audit/final_layer/density"] == pytest.approx(0.5)
     assert MaskSet.load(tmp_path / "report" / "mask.safetensors")["net.2.weight"].equal(head)
+
+
+class _TwoInputs(nn.Module):
+    """forward(image, meta): two positional inputs, concatenated after their own layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 8), nn.Linear(3, 8), nn.Linear(16, 3)
+
+    def forward(self, image, meta):
+        return self.head(torch.cat([F.relu(self.a(image)), F.relu(self.b(meta))], dim=1))
+
+
+def test_positional_inputs_through_the_default_collate_reach_forward_as_arguments(tmp_path):
+    """Samples ((image, meta), label) come out of a default DataLoader as [[images, metas], labels]."""
+    g = torch.Generator().manual_seed(0)
+    samples = [((torch.randn(6, generator=g), torch.randn(3, generator=g)), int(torch.randint(0, 3, (1,), generator=g)))
+               for _ in range(48)]
+    loader = DataLoader(samples, batch_size=16)
+    assert isinstance(next(iter(loader))[0], list)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _TwoInputs()
+
+        def forward(self, image, meta):
+            return self.net(image, meta)
+
+        def training_step(self, batch, batch_idx):
+            (image, meta), labels = batch
+            return F.cross_entropy(self(image, meta), labels)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    module = Module()
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=tmp_path / "report"))
+    prune_snip = PruneAtInit("snip", 0.5, final_layer_policy="dense")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer(namespace("pytorch_lightning"), tmp_path, [prune_snip, audit], epochs=1).fit(module, loader)
+    # forward(image, meta) ran on the batch's inputs as two arguments, so the module itself is audited.
+    assert audit.failures == {} and audit.choice.rule == "forward" and prune_snip._choice.rule == "forward"
+    report = audit.last_report
+    assert report.structure.final_layer == "net.head.weight" and report.structure.final_layer_dense
+    assert report.n == 48, "the final audit read every (image, meta) pair with its label"
+    kept = prune_snip.masks.num_kept
+    assert kept == round(0.5 * (6 * 8 + 3 * 8 + 16 * 3)) and bool(prune_snip.masks["net.head.weight"].all())
 
 
 class _Diverge:
@@ -152,7 +211,7 @@ class _Diverge:
 def test_a_diverged_model_under_the_hessian_probe_is_recorded_and_the_report_written(tmp_path, ns_name):
     ns = namespace(ns_name)
     torch.manual_seed(0)
-    audit = LandscapeAudit(["hessian"], report_dir=tmp_path / "report")
+    audit = LandscapeAudit(["hessian"], reporting=AuditReporting(report_dir=tmp_path / "report"))
     with pytest.warns(RuntimeWarning, match="LandscapeAudit: probe hessian failed"):
         fit = trainer(ns, tmp_path, [_Diverge(ns.pl.Callback).callback, audit])
         fit.fit(ns.NoForward(), data())
@@ -196,7 +255,7 @@ def test_an_exception_mid_fit_still_writes_the_report_marked_interrupted(tmp_pat
 @pytest.mark.parametrize("ns_name", NAMESPACES)
 def test_ctrl_c_mid_fit_still_writes_the_report_marked_interrupted(tmp_path, ns_name):
     ns = namespace(ns_name)
-    audit = LandscapeAudit(report_dir=tmp_path / "report")
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=tmp_path / "report"))
     fit = trainer(ns, tmp_path, [audit, _Raise(ns.pl.Callback, KeyboardInterrupt()).callback], epochs=3)
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -213,16 +272,16 @@ def test_every_callback_argument_is_checked_at_construction():
     cases = [
         (lambda: LandscapeAudit(n_samples=2.5), "n_samples must be a positive integer or None, got 2.5"),
         (lambda: LandscapeAudit(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
-        (lambda: LandscapeAudit(final_with_data="yes"), "final_with_data must be True or False, got 'yes'"),
+        (lambda: LandscapeAudit(schedule=AuditSchedule(final_with_data="yes")), "final_with_data must be True or False, got 'yes'"),
         (lambda: LandscapeAudit(network=3), "network must be a submodule name .*got int"),
-        (lambda: LandscapeAudit(batch_to_inputs="x"), "batch_to_inputs must be a callable or None, got str"),
+        (lambda: LandscapeAudit(model_io=ModelIO(batch_to_inputs="x")), "batch_to_inputs must be a callable or None, got str"),
         (lambda: LandscapeAudit(data=[1, 2, 3]), r"LandscapeAudit\(data=...\) needs a DataLoader"),
-        (lambda: LandscapeAudit(report_dir=5), "report_dir must be a path"),
+        (lambda: LandscapeAudit(reporting={"report_dir": 5}), "report_dir must be a path"),
         (lambda: LandscapeAudit(["hesian"]), r"unknown probes \['hesian'\]"),
         (lambda: GradualMagnitudePruning(GradualSchedule(0.5, 0, 10, 2), scope="bogus"),
          r"scope must be one of \['global', 'layerwise', 'erk'\], got 'bogus'"),
-        (lambda: IterativeMagnitudePruning(IMPSchedule(rounds=2), final_layer="bogus"),
-         "final_layer must be 'prune', 'dense', a density in \\(0, 1\\] or 'min_density=x', got 'bogus'"),
+        (lambda: IterativeMagnitudePruning(IMPSchedule(rounds=2), final_layer_policy="bogus"),
+         "final_layer(_policy)? must be 'prune', 'dense', a density in \\(0, 1\\] or 'min_density=x', got 'bogus'"),
         (lambda: IterativeMagnitudePruning(IMPSchedule(rounds=2), reset_optimizer="no"), "reset_optimizer must be True or False"),
         (lambda: PruneAtInit("snipp", 0.5), r"unknown pruning method 'snipp'"),
         (lambda: PruneAtInit("snip", 0.5, iterationz=3), r"unknown option\(s\) \['iterationz'\] for method 'snip'"),
@@ -234,14 +293,14 @@ def test_every_callback_argument_is_checked_at_construction():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: GradualMagnitudePruning(GradualSchedule(0.9, 0, 4, 2), final_layer="dense"),
-    lambda: IterativeMagnitudePruning(IMPSchedule(rounds=12, rate=0.2), final_layer="dense"),
+    lambda: GradualMagnitudePruning(GradualSchedule(0.9, 0, 4, 2), final_layer_policy="dense"),
+    lambda: IterativeMagnitudePruning(IMPSchedule(rounds=12, rate=0.2), final_layer_policy="dense"),
 ])
 def test_an_impossible_dense_head_budget_fails_at_setup_before_any_step(tmp_path, make):
     """mlp 6-8-24: the head has 192 of 240 weights; at 90 % (or 1 - 0.8^12 = 93 %) sparsity 24 are kept."""
     ns = namespace("pytorch_lightning")
     fit = trainer(ns, tmp_path, [make()], epochs=1)
-    with pytest.raises(ValueError, match=r"final_layer='dense' does not fit: model.fc2.weight alone keeps 192 weights but the whole budget is (24|16) of 240"):
+    with pytest.raises(ValueError, match=r"final_layer(_policy)?='dense' does not fit: model.fc2.weight alone keeps 192 weights but the whole budget is (24|16) of 240"):
         fit.fit(LitClassifier(models.mlp([6, 8, 24]), lr=0.05), data())
     assert fit.global_step == 0
 
@@ -265,7 +324,7 @@ def test_a_failing_logger_and_an_unwritable_report_dir_do_not_end_the_run(tmp_pa
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the report directory should be")
     broken = _BrokenCSV(ns.CSVLogger, tmp_path).logger
-    audit = LandscapeAudit(report_dir=blocker / "report")
+    audit = LandscapeAudit(reporting=AuditReporting(report_dir=blocker / "report"))
     with pytest.warns(RuntimeWarning) as record:
         fit = trainer(ns, tmp_path, [audit], logger=broken, epochs=2)
         fit.fit(ns.NoForward(), data())

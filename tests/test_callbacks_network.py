@@ -204,9 +204,9 @@ def test_this_packages_pruners_that_need_a_forward_prune_a_module_without_one(tm
 
     ns = namespace(ns_name)
     for pruner in (
-        PruneAtInit("snip", 0.5, final_layer="dense"),
-        GradualMagnitudePruning(GradualSchedule(0.5, 0, 4, 2), final_layer="dense"),
-        IterativeMagnitudePruning(IMPSchedule(rounds=1, rate=0.5), final_layer="dense"),
+        PruneAtInit("snip", 0.5, final_layer_policy="dense"),
+        GradualMagnitudePruning(GradualSchedule(0.5, 0, 4, 2), final_layer_policy="dense"),
+        IterativeMagnitudePruning(IMPSchedule(rounds=1, rate=0.5), final_layer_policy="dense"),
     ):
         torch.manual_seed(5)
         module = ns.NoForward()

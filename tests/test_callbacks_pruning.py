@@ -3,6 +3,7 @@ from a checkpoint (masks bit for bit, no revived weight, the schedule continues)
 
 import copy
 import io
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -14,6 +15,7 @@ from prune_landscape import MaskSet, models
 from prune_landscape.integrations.callbacks import GradualMagnitudePruning, IterativeMagnitudePruning, LandscapeAudit, PruneAtInit
 from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape.pruning import GradualSchedule, IMPSchedule, prune
+from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope
 
 N = 6 * 8 + 8 * 3  # prunable weights of mlp([6, 8, 3])
 
@@ -59,7 +61,7 @@ def test_prune_at_init_trains_init_times_mask_and_honours_dense_final_layer(tmp_
     expected = prune(initial, "magnitude", 0.6, final_layer="dense")  # the core's mask for this init
     start = _AtTrainStart()
     audit = LandscapeAudit()
-    _trainer(tmp_path, [PruneAtInit("magnitude", 0.6, final_layer="dense"), audit, start]).fit(lit, _data())
+    _trainer(tmp_path, [PruneAtInit("magnitude", 0.6, final_layer_policy="dense"), audit, start]).fit(lit, _data())
 
     assert start.masks == expected == MaskSet.from_module(lit, source="hooks")
     assert start.masks.num_kept == round(0.4 * N) and start.masks["model.fc2.weight"].all()
@@ -186,6 +188,46 @@ def test_invalid_arguments_raise_before_any_work():
         GradualMagnitudePruning(object())
     with pytest.raises(ValueError, match="epochs_per_round must be a positive integer, got 0"):
         IterativeMagnitudePruning(IMPSchedule(rounds=2), epochs_per_round=0)
+
+
+_MAKERS = {
+    "PruneAtInit": lambda **kw: PruneAtInit("magnitude", 0.5, **kw),
+    "GradualMagnitudePruning": lambda **kw: GradualMagnitudePruning(GradualSchedule(0.5, 0, 4, 2), **kw),
+    "IterativeMagnitudePruning": lambda **kw: IterativeMagnitudePruning(IMPSchedule(rounds=1), **kw),
+}
+
+
+@pytest.mark.parametrize("who", sorted(_MAKERS))
+def test_final_layer_policy_is_typed_at_construction_and_final_layer_still_works(who):
+    make = _MAKERS[who]
+    assert make().final_layer_policy == FinalLayerPolicy(FinalLayerMode.PRUNE)
+    assert make(final_layer_policy="dense").final_layer_policy == FinalLayerPolicy(FinalLayerMode.DENSE)
+    assert make(final_layer_policy="min_density=0.25").final_layer_policy == FinalLayerPolicy(FinalLayerMode.MIN_DENSITY, 0.25)
+    assert make(scope="local").scope is Scope.LAYERWISE
+    expected = f"{who}(final_layer=...) is deprecated; pass final_layer_policy=... instead"
+    with pytest.warns(DeprecationWarning, match=re.escape(expected)):
+        old = make(final_layer=0.3)
+    assert old.final_layer_policy == FinalLayerPolicy(FinalLayerMode.MIN_DENSITY, 0.3)
+    with pytest.raises(ValueError, match=re.escape(f"{who}: pass final_layer_policy= only")):
+        make(final_layer_policy="dense", final_layer="dense")
+
+
+def test_only_the_typed_policy_travels_after_construction(tmp_path, monkeypatch):
+    """Parsed once: during fit every FinalLayerPolicy.parse call receives the callback's typed value."""
+    callbacks = [PruneAtInit("magnitude", 0.3, final_layer_policy="dense"),
+                 GradualMagnitudePruning(GradualSchedule(0.6, 0, 4, 2), final_layer_policy="dense")]
+    seen = []
+    original = FinalLayerPolicy.parse.__func__
+
+    def spy(cls, value):
+        seen.append(value)
+        return original(cls, value)
+
+    monkeypatch.setattr(FinalLayerPolicy, "parse", classmethod(spy))
+    lit = _lit()
+    _trainer(tmp_path, callbacks, epochs=2).fit(lit, _data())
+    assert seen and all(isinstance(value, FinalLayerPolicy) for value in seen), [type(v).__name__ for v in seen]
+    assert bool(MaskSet.from_module(lit, source="hooks")["model.fc2.weight"].all()), "the dense head was honoured"
 
 
 # --- IMP rewinds the learning-rate schedule to step k (OpenLTH) ---------------------------------------------

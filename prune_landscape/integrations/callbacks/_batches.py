@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from prune_landscape.batching import split_batch
+from prune_landscape.batching import input_tensors, split_batch
 
 __all__ = [
     "BatchToInputs",
@@ -45,15 +45,19 @@ BatchToTargets = Callable[[Any], Any]
 def default_batch_to_inputs(batch: Any) -> Any:
     """The network's inputs in ``batch``, read as every core function reads a batch
     (:func:`prune_landscape.batching.split_batch`): a tensor as is, a tuple's first item, a dict's
-    ``"inputs"``, its one non-target entry, or its non-target entries as keyword inputs.
+    ``"inputs"``, its one non-target entry, or its non-target entries as keyword inputs. A list of inputs
+    (what a DataLoader's default collate makes of a tuple) is returned as a tuple: positional inputs.
 
     Raises:
         ValueError: for a batch of another type, naming the hook to pass.
     """
     try:
-        return split_batch(batch)[0]
+        inputs = split_batch(batch)[0]
     except ValueError as error:
-        raise ValueError(f"{error}; pass batch_to_inputs=lambda batch: ... to the callback") from None
+        raise ValueError(f"{error}; pass model_io=ModelIO(batch_to_inputs=lambda batch: ...) to the callback") from None
+    # A DataLoader's default collate turns a sample's tuple of positional inputs into a list; read it back
+    # as the tuple it was (as prune(example_inputs=[...]) does), so forward(*inputs) gets its arguments.
+    return tuple(inputs) if isinstance(inputs, list) else inputs
 
 
 def default_batch_to_targets(batch: Any) -> Any:
@@ -64,12 +68,16 @@ def default_batch_to_targets(batch: Any) -> Any:
         return None
 
 
-def _pair(batch: Any, to_inputs: BatchToInputs, to_targets: BatchToTargets) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(batch: Any, to_inputs: BatchToInputs, to_targets: BatchToTargets) -> tuple[Any, torch.Tensor]:
     inputs, targets = to_inputs(batch), to_targets(batch)
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+    # Inputs as the core reads them: a tensor, a tuple of positional or a dict of keyword inputs.
+    if isinstance(inputs, list):
+        inputs = tuple(inputs)  # a DataLoader's collate turns a tuple of inputs into a list
+    if not input_tensors(inputs) or not isinstance(targets, torch.Tensor):
         raise ValueError(
-            "the data-dependent audit needs tensor inputs and targets per batch, got "
-            f"{type(inputs).__name__} and {type(targets).__name__}; pass batch_to_inputs=/batch_to_targets="
+            "the data-dependent audit needs inputs holding tensors (a tensor, tuple or dict) and tensor targets "
+            f"per batch, got {type(inputs).__name__} and {type(targets).__name__}; pass "
+            "model_io=ModelIO(batch_to_inputs=..., batch_to_targets=...)"
         )
     return inputs, targets
 
@@ -80,7 +88,7 @@ class _PairedBatches(IterableDataset):
     def __init__(self, loader: DataLoader, to_inputs: BatchToInputs, to_targets: BatchToTargets, samples: int | None):
         self.loader, self.to_inputs, self.to_targets, self.samples = loader, to_inputs, to_targets, samples
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
         for batch in self.loader:
             yield _pair(batch, self.to_inputs, self.to_targets)
 
@@ -103,7 +111,12 @@ def adapt_data(data: Any, to_inputs: BatchToInputs, to_targets: BatchToTargets) 
         samples: int | None = len(data.dataset)  # type: ignore[arg-type]
     except TypeError:
         samples = None
-    return DataLoader(_PairedBatches(data, to_inputs, to_targets, samples), batch_size=None)
+    # collate_fn as is: the default one turns a tuple of positional inputs into a list (one argument).
+    return DataLoader(_PairedBatches(data, to_inputs, to_targets, samples), batch_size=None, collate_fn=_as_is)
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
 
 
 def first_raw_batch(data: Any) -> Any:

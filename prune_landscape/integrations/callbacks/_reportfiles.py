@@ -14,10 +14,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prune_landscape.integrations.loggers import safe_call, wandb_loggers
 from prune_landscape.masks import MaskSet
 from prune_landscape.report import SCHEMA_VERSION
 
-__all__ = ["annotate", "partial_metrics", "partial_report"]
+__all__ = ["annotate", "partial_metrics", "partial_report", "report_directory"]
+
+
+def report_directory(trainer: Any, report_dir: Path | None) -> Path:
+    """``report_dir``; else a first WandbLogger's run directory; else ``trainer.log_dir``."""
+    if report_dir is not None:
+        return Path(report_dir)
+    loggers = list(trainer.loggers)
+    if loggers and wandb_loggers(loggers[:1]):
+        run_dir = safe_call(loggers[0], "experiment.dir", lambda: loggers[0].experiment.dir)
+        if isinstance(run_dir, str) and run_dir:
+            return Path(run_dir)
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def _final_by_order(masks: MaskSet) -> str:

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
 
-from prune_landscape.batching import DataLike
-from prune_landscape.masks import MaskSet, current_tensor, find_parameter, prunable_parameters
+from prune_landscape.batching import DataLike, input_tensors
+from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs, first_raw_batch
+from prune_landscape.layers import current_tensor, find_parameter, prunable_parameters
+from prune_landscape.masks import MaskSet
+from prune_landscape.pruning.pruneset import first_samples
 
 __all__ = [
     "broadcast_masks",
@@ -120,14 +122,13 @@ def resolve_train_data(trainer: pl.Trainer, data: DataLike | None) -> DataLike |
     return None
 
 
-def example_batch(data: DataLike | None) -> torch.Tensor | None:
+def example_batch(data: DataLike | None) -> Any:
     """Two samples of ``data``'s inputs (or None), for shape-only uses such as finding the final layer.
 
-    Any batch structure is read through :func:`default_batch_to_inputs` (tuples, dicts, tensors); a batch
-    without tensor inputs gives None, and the callers fall back to parameter order.
+    Any batch structure is read through :func:`default_batch_to_inputs` (tuples, dicts, tensors); the
+    inputs keep their structure (a tuple of positional, a dict of keyword inputs); a batch without tensor
+    inputs gives None, and the callers fall back to parameter order.
     """
-    from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs, first_raw_batch
-
     batch = first_raw_batch(data)
     if batch is None:
         return None
@@ -135,6 +136,4 @@ def example_batch(data: DataLike | None) -> torch.Tensor | None:
         inputs = default_batch_to_inputs(batch)
     except ValueError:
         return None
-    return inputs[:2] if isinstance(inputs, torch.Tensor) else None
-
-
+    return first_samples(inputs, 2) if input_tensors(inputs) else None

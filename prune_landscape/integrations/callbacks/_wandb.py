@@ -33,13 +33,14 @@ def log_wandb_extras(
     alone tell. ``mask_path`` None: no artifact. ``on_failure`` records a probe whose figure cannot be drawn.
     """
     if report is not None:
+        document = report.to_dict()  # the report's one flattening: the table and the summary read it
         columns = ["layer", "kind", "shape", "kept", "total", "density", "alive_units", "units"]
         rows = [
-            [layer.name, layer.kind, "x".join(map(str, layer.shape)), layer.kept, layer.total, layer.density, layer.alive_units, layer.units]
-            for layer in report.structure.layers
+            [layer["name"], layer["kind"], "x".join(map(str, layer["shape"])), *(layer[key] for key in columns[3:])]
+            for layer in document["layers"]
         ]
         wandb_log_table(logger, prefix + "mask_table", columns, rows)
-        wandb_update_summary(logger, {**summary_entries(report, prefix), **summary_extra})
+        wandb_update_summary(logger, {**summary_entries(report, prefix, document), **summary_extra})
         figures = {}
         for name, result in getattr(report, "probes", {}).items():
             if not hasattr(result, "figure"):
@@ -68,19 +69,23 @@ def log_wandb_extras(
         )
 
 
-def summary_entries(report: Any, prefix: str) -> dict[str, Any]:
-    """The run-summary entries: the final scalars, the verdicts and the rules behind them."""
+def summary_entries(report: Any, prefix: str, document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run-summary entries, read from the report's own views: ``metrics()`` (every scalar) and
+    ``to_dict()`` (each verdict's name, deciding rules and explanation; the headline).
+
+    Nothing here reads the report's parts directly, so the summary holds what ``report.json`` holds.
+    ``document``: ``report.to_dict()`` when the caller already has it.
+    """
     summary: dict[str, Any] = {prefix + key: float(value) for key, value in report.metrics().items()}
+    document = report.to_dict() if document is None else document
     for part in ("mask_verdict", "landscape", "existence"):
-        section = getattr(report, part, None)
-        if section is None:
+        section = document.get(part)
+        if not section:
             continue
-        verdict = getattr(section, "verdict", None)
-        summary[f"{prefix}{part}/verdict"] = getattr(verdict, "name", str(verdict))
-        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in getattr(section, "rules", ())]
-        if getattr(section, "explanation", None):
-            summary[f"{prefix}{part}/explanation"] = str(section.explanation)
-    headline = getattr(report, "headline", None)
-    if callable(headline):
-        summary[prefix + "headline"] = "\n".join(headline())
+        # The theorem axes name their verdict "verdict"; the mask verdict names its grade "level".
+        summary[f"{prefix}{part}/verdict"] = section.get("verdict", section.get("level"))
+        summary[f"{prefix}{part}/rules"] = [str(rule) for rule in section.get("rules", ())]
+        if section.get("explanation"):
+            summary[f"{prefix}{part}/explanation"] = str(section["explanation"])
+    summary[prefix + "headline"] = "\n".join(document["headline"])
     return summary
