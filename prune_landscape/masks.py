@@ -42,10 +42,45 @@ def make_pruning_permanent(model: nn.Module) -> nn.Module:
     Parametrizations (weight_norm, our mask parametrization) are left alone. Returns ``model``, changed in place.
     """
     for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
+        for key, hook in list(module._forward_pre_hooks.items()):
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
+            elif isinstance(hook, _RefreshChildMasks):
+                del module._forward_pre_hooks[key]
     return model
+
+
+class _RefreshChildMasks:
+    """A parent's forward pre-hook that recomputes its children's pruned weights (``orig * mask``).
+
+    torch.nn.utils.prune recomputes ``weight`` only when the owning module itself is called. Some modules
+    read a child's weight without calling the child (``nn.MultiheadAttention`` and ``out_proj``,
+    torchvision's Swin attention and ``qkv``/``proj``): the weight then stays the tensor computed when the
+    mask was attached, so the optimizer's updates never reach it and a second backward fails. Children are
+    kept by name (not by reference) so that ``copy.deepcopy`` and pickling carry the hook over correctly.
+    """
+
+    def __init__(self) -> None:
+        self.targets: set[tuple[str, str]] = set()
+
+    def __call__(self, parent: nn.Module, args: object) -> None:
+        for child_name, attr in self.targets:
+            child = parent.get_submodule(child_name)
+            mask = child._buffers.get(f"{attr}_mask")
+            if mask is not None and f"{attr}_orig" in child._parameters:
+                setattr(child, attr, child._parameters[f"{attr}_orig"] * mask)
+
+
+def _refresh_from_parent(model: nn.Module, module: nn.Module, attr: str) -> None:
+    """Make ``module``'s parent recompute ``module.<attr>`` too (see :class:`_RefreshChildMasks`)."""
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if child is module:
+                hook = next((h for h in parent._forward_pre_hooks.values() if isinstance(h, _RefreshChildMasks)), None)
+                if hook is None:
+                    hook = _RefreshChildMasks()
+                    parent.register_forward_pre_hook(hook)
+                hook.targets.add((child_name, attr))
 
 
 class _MaskParametrization(nn.Module):
@@ -287,6 +322,8 @@ class MaskSet(Mapping[str, torch.Tensor]):
             # ``*_orig`` by each owner) survives and every use sees the same zeros.
             for module, attr in tensor_owners(model, name):
                 self._apply_one(module, attr, name, mask)
+                if f"{attr}_mask" in module._buffers:
+                    _refresh_from_parent(model, module, attr)
         return model
 
     @staticmethod

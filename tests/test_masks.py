@@ -6,6 +6,8 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from prune_landscape import MaskSet, models
+from prune_landscape.masks import make_pruning_permanent
+from prune_landscape.modelcopy import copy_model
 
 
 def _hand_mask(shape, kept_flat):
@@ -186,3 +188,38 @@ def test_apply_to_a_weight_norm_head_appends_a_mask_parametrization():
     assert parametrize.is_parametrized(head, "weight") and len(head.parametrizations.weight) == 2
     assert torch.equal(head.weight.detach(), before * mask)
     assert torch.equal(MaskSet.from_module(head)["weight"], mask)
+
+
+def test_a_masked_weight_read_without_calling_its_module_stays_fresh_through_training():
+    """nn.MultiheadAttention reads ``out_proj.weight`` without calling ``out_proj``: the mask must still
+    hold after each optimizer step, and the forward must use the updated weights (oracle: the functional
+    attention in float64 with ``orig * mask`` written out by hand)."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(6, 2, batch_first=True)
+    out_mask = torch.rand(6, 6) > 0.5
+    in_mask = torch.rand(18, 6) > 0.3
+    MaskSet({"out_proj.weight": out_mask, "in_proj_weight": in_mask}).apply_to(mha)
+    optimizer = torch.optim.SGD(mha.parameters(), lr=0.05)
+    x = torch.randn(3, 4, 6)
+    for _ in range(3):  # the second backward used to fail on the stale out_proj.weight graph
+        optimizer.zero_grad()
+        mha(x, x, x)[0].square().sum().backward()
+        optimizer.step()
+    out_orig, in_orig = mha.out_proj.weight_orig.detach(), mha.in_proj_weight_orig.detach()
+    assert not torch.equal(out_orig * out_mask, torch.zeros(6, 6))
+    got = mha(x, x, x)[0].detach().double()
+    want = nn.functional.multi_head_attention_forward(
+        x.transpose(0, 1).double(), x.transpose(0, 1).double(), x.transpose(0, 1).double(), 6, 2,
+        (in_orig * in_mask).double(), mha.in_proj_bias.detach().double(), None, None, False, 0.0,
+        (out_orig * out_mask).double(), mha.out_proj.bias.detach().double(), training=False, need_weights=False,
+    )[0].transpose(0, 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not mha.out_proj.weight[~out_mask].any()
+    clone = copy_model(mha)  # the parent's refresh hook names its child, so a copy refreshes its own
+    clone.out_proj.weight_orig.data.add_(1.0)
+    torch.testing.assert_close(clone(x, x, x)[0], nn.functional.multi_head_attention_forward(
+        x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), 6, 2, clone.in_proj_weight, clone.in_proj_bias,
+        None, None, False, 0.0, clone.out_proj.weight_orig * out_mask, clone.out_proj.bias, training=False,
+        need_weights=False)[0].transpose(0, 1))
+    make_pruning_permanent(mha)  # folding the masks also drops the refresh hook
+    assert not mha._forward_pre_hooks and torch.equal(mha.out_proj.weight, out_orig * out_mask)

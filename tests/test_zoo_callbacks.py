@@ -62,16 +62,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 NAMES = [e.name for e in ENTRIES]
 AUDIT_HOOKS = ("setup", "on_train_start", "on_train_batch_start", "on_train_epoch_start", "on_train_epoch_end", "on_train_end")
-
-# Training after masks are attached fails on these: nn.MultiheadAttention reads ``out_proj.weight`` (and
-# torchvision's Swin attention its ``qkv``/``proj`` weights) without calling those Linear modules, so
-# torch.nn.utils.prune's forward pre-hook never recomputes ``weight = weight_orig * weight_mask``; the
-# tensor computed at attach time is reused, and the second backward goes through its freed graph. The
-# fault is in MaskSet.apply_to (masks.py), not in the callback. The test expects that exact error, so the
-# fix makes it fail until these names are taken off this list.
-_STALE_MASKED_WEIGHT = ("tv_vit_tiny", "tv_swin_tiny", "mha_classifier")
 
 
 # ---------------------------------------------------------------------------------- the user's wrapper
@@ -339,18 +333,12 @@ def test_prune_at_init_only_adds_masks_on_every_zoo_network(name, tmp_path):
     callback = _WatchedPrune(net, "snip", 0.5, output_transform=entry.output_transform)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if name in _STALE_MASKED_WEIGHT:
-            with pytest.raises(RuntimeError, match="backward through the graph a second time"):
-                _fit(tmp_path, lit, [callback], entry)
-        else:
-            _fit(tmp_path, lit, [callback], entry)
+        _fit(tmp_path, lit, [callback], entry)
 
     assert callback.masks is not None and callback._choice.name == "net"
     total = callback.masks.num_total
     assert callback.masks.num_kept == round(0.5 * total), f"{name}: kept {callback.masks.num_kept} of {total}"
     _assert_only_masks_added(entry, net, callback)
-    if name in _STALE_MASKED_WEIGHT:  # the callback's own part holds; training is masks.py's fault (above)
-        pytest.xfail("training fails: a masked weight read without calling its module is never recomputed")
     for weight_name, mask in callback.masks.items():  # training kept the pruned entries at zero
         module_name, attr = _owner_attr(weight_name)
         assert not bool(getattr(net.get_submodule(module_name), attr)[~mask].any()), weight_name
