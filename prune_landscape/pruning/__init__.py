@@ -20,7 +20,7 @@ from prune_landscape.pruning.api import magnitude_step, prune
 from prune_landscape.pruning.fit import check_fit
 from prune_landscape.pruning.grasp import grasp_scores
 from prune_landscape.pruning.magnitude import magnitude_scores
-from prune_landscape.pruning.ntk_sap import ntk_sap_scores
+from prune_landscape.pruning.ntk_sap import NtkSapOptions, ntk_sap_scores
 from prune_landscape.pruning.random_scores import random_scores
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, available_methods, get_pruner, register_pruner
 from prune_landscape.pruning.reinit import redraw_initial_weights
@@ -35,6 +35,7 @@ __all__ = [
     "FinalLayerPolicy",
     "GradualSchedule",
     "IMPSchedule",
+    "NtkSapOptions",
     "PrunerSpec",
     "Scope",
     "allocate",
@@ -62,4 +63,6 @@ register_pruner("random", random_scores, overwrite=True)
 register_pruner("snip", snip_scores, data=DataUse.VALUES, overwrite=True)
 register_pruner("grasp", grasp_scores, data=DataUse.VALUES, overwrite=True)
 register_pruner("synflow", synflow_scores, data=DataUse.SAMPLE_SHAPE, iterations=100, overwrite=True)
-register_pruner("ntk_sap", ntk_sap_scores, data=DataUse.SHAPES, iterations=20, overwrite=True)
+register_pruner(
+    "ntk_sap", ntk_sap_scores, data=DataUse.SHAPES, iterations=20, overwrite=True, options_type=NtkSapOptions
+)
