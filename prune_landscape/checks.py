@@ -28,6 +28,7 @@ __all__ = [
     "check_callable",
     "check_fraction",
     "check_int",
+    "check_nonnegative_int",
     "check_nonnegative_number",
     "check_one_of",
     "check_positive_int",
@@ -62,6 +63,13 @@ def check_positive_int(name: str, value: Any, *, optional: bool = False) -> int 
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(name, "a positive integer" + (" or None" if optional else ""), value)
+    return value
+
+
+def check_nonnegative_int(name: str, value: Any) -> int:
+    """An integer >= 0 (a step index, a count that may be zero)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(name, "an integer >= 0", value)
     return value
 
 

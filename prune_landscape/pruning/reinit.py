@@ -37,6 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from prune_landscape.checks import check_callable
 from prune_landscape.masks import prunable_parameters
 
 __all__ = ["InitFn", "fixed_parameters", "redraw_initial_weights", "reset_every_module", "resolve_init_fn"]
@@ -128,9 +129,7 @@ def resolve_init_fn(model: nn.Module, init_fn: InitFn | None = None) -> InitFn:
         ValueError: if ``init_fn`` is not callable, or a prunable weight has no rule that re-draws it.
     """
     if init_fn is not None:
-        if not callable(init_fn):
-            raise ValueError(f"init_fn must be a callable init_fn(model, generator), got {type(init_fn).__name__}")
-        return init_fn
+        return check_callable("init_fn", init_fn, "a callable init_fn(model, generator)")  # type: ignore[return-value]
     if _own_init_weights(model):
         return _call_init_weights
     prunable = set(prunable_parameters(model))

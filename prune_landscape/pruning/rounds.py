@@ -42,7 +42,7 @@ def kept_counts(start: MasksInForce, sparsity: float, target: int, iterations: i
 
     Example:
         >>> kept_counts(MasksInForce.of({"w": torch.ones(100, dtype=torch.bool)}), 0.9, 10, 2)
-        [31, 10]
+        [32, 10]
     """
     # The nominal density drives the intermediate steps (d ** (t / T)); the last step keeps exactly `target`.
     end_density = min(1.0 - sparsity, start.kept / start.total)
