@@ -132,7 +132,9 @@ def check_callable(name: str, value: Any, what: str = "a callable", *, optional:
     return value
 
 
-def renamed_keyword(options: MutableMapping[str, Any], old: str, new: str, value: Any, *, stacklevel: int = 3) -> tuple[Any, str]:
+def renamed_keyword(
+    options: MutableMapping[str, Any], old: str, new: str, value: Any, *, stacklevel: int = 3
+) -> tuple[Any, str]:
     """Take the deprecated keyword ``old`` out of ``options`` in favour of ``new`` (given as ``value``).
 
     Returns ``(value, the name the caller used)``: the name goes into later error messages, so a user who

@@ -59,25 +59,23 @@ def prune(
             ``ntk_sap`` or a registered one); one that cannot score this model is refused first (:mod:`.fit`).
         sparsity: fraction of the prunable weights removed, in [0, 1): exactly ``round((1 - sparsity) * N)``
             weights are kept (ties: :mod:`.topk`).
-        data: a DataLoader, Dataset or (inputs, targets) pair, any input structure
-            (:mod:`prune_landscape.batching`). SNIP and GraSP need it with targets; NTK-SAP needs it, an
-            example or ``input_shape=``; SynFlow needs a sample (data, example, ``input_shape=``, or an MLP).
+        data: a DataLoader, Dataset or (inputs, targets) pair of any structure (:mod:`prune_landscape.batching`);
+            SNIP and GraSP need it with targets, NTK-SAP and SynFlow it, an example or ``input_shape=``.
         final_layer_policy: ``"prune"`` (default, as in the papers; also ``None``), ``"dense"``, a min density
             (``0.3`` or ``"min_density=0.3"``) or a :class:`FinalLayerPolicy`; an impossible one raises, naming
             the largest floor that fits. ``final_layer=`` is its deprecated name (a DeprecationWarning).
         scope: ``"global"`` (default), ``"layerwise"`` or ``"erk"``.
         seed: seeds every random draw: same seed, same mask.
         **options: ``example_inputs``, ``output_transform``, ``final_layer_name``, ``prunable``, ``progress``,
-            ``callback``, ``iterations``, ``batch_size``, ``prune_samples`` / ``num_batches``, ``input_shape``
-            and the method's own (e.g. NTK-SAP's :class:`.NtkSapOptions`): see :mod:`.options`. Unknown ones
-            raise, naming the method and the valid ones.
+            ``callback``, ``iterations``, ``batch_size``, ``prune_samples`` / ``num_batches``, ``input_shape``,
+            the method's own (:class:`.NtkSapOptions`, ...): :mod:`.options`. Unknown ones raise.
 
     Returns:
         A :class:`MaskSet` over every prunable weight.
 
     Raises:
-        ValueError: a bad argument, missing data, a method that does not fit the model, an impossible
-            final-layer policy or a target denser than the masks in force; all before any scoring.
+        ValueError: before any scoring, on a bad argument, missing data, a method that does not fit, an
+            impossible final-layer policy or a target denser than the masks in force.
 
     Example:
         >>> from prune_landscape import models

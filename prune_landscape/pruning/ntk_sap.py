@@ -109,18 +109,27 @@ def _batchnorms(model: nn.Module) -> list[nn.Module]:
     return norms
 
 
-def _draws(model: nn.Module, names: list[str], shape: tuple[int, ...], generator: torch.Generator, options: NtkSapOptions) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+Weights = dict[str, torch.Tensor]
+
+
+def _draws(
+    model: nn.Module, names: list[str], shape: tuple[int, ...], generator: torch.Generator, options: NtkSapOptions
+) -> tuple[Weights, torch.Tensor, Weights]:
     """(theta, z, xi) for one batch, drawn in the documented order after the re-initialisation."""
     theta = {n: weight_of(model, n) for n in names}
     reference = theta[names[0]]
     noise = torch.randn(shape, generator=generator, dtype=reference.dtype).to(reference.device)
     if options.channels_last and noise.dim() == 4:
         noise = noise.contiguous(memory_format=torch.channels_last)
-    perturbation = {n: torch.randn(theta[n].shape, generator=generator, dtype=reference.dtype).to(reference.device) for n in names}
+    perturbation = {
+        n: torch.randn(theta[n].shape, generator=generator, dtype=reference.dtype).to(reference.device) for n in names
+    }
     return theta, noise, perturbation
 
 
-def _set_statistics(model: nn.Module, norms: list[nn.Module], weights: Mapping[str, torch.Tensor], noise: torch.Tensor, mode: str) -> None:
+def _set_statistics(
+    model: nn.Module, norms: list[nn.Module], weights: Mapping[str, torch.Tensor], noise: torch.Tensor, mode: str
+) -> None:
     """Reset BatchNorm statistics; for ``"batch"`` recompute them from the noise batch; leave eval mode."""
     for norm in norms:  # after the re-draw: an init_fn may have loaded statistics too
         norm.reset_running_stats()

@@ -59,7 +59,16 @@ from prune_landscape.pruning.pruneset import PruneSetOptions, example_of, sample
 from prune_landscape.pruning.registry import DataUse, PrunerSpec, get_pruner
 from prune_landscape.pruning.reinit import resolve_init_fn
 
-__all__ = ["COMMON_OPTIONS", "ModelFeed", "PruneOptions", "PruneSetOptions", "ScheduleOptions", "parse_model_feed", "parse_options", "parse_policy"]
+__all__ = [
+    "COMMON_OPTIONS",
+    "ModelFeed",
+    "PruneOptions",
+    "PruneSetOptions",
+    "ScheduleOptions",
+    "parse_model_feed",
+    "parse_options",
+    "parse_policy",
+]
 
 #: Options every method takes (beyond its own and the prune-set / schedule ones of its data use).
 COMMON_OPTIONS = ("callback", "example_inputs", "final_layer_name", "output_transform", "progress", "prunable")

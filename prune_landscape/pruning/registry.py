@@ -124,10 +124,11 @@ _REGISTRY: dict[str, PrunerSpec] = {}
 def _dataclass_options(name: str, options_type: type) -> dict[str, Any]:
     if not (isinstance(options_type, type) and dataclasses.is_dataclass(options_type)):
         raise ValueError(f"options_type for {name!r} must be a dataclass type, got {options_type!r}")
-    missing = [f.name for f in dataclasses.fields(options_type) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    fields = dataclasses.fields(options_type)
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ValueError(f"options_type for {name!r} must give every field a default, got none for {missing}")
-    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(options_type)}  # type: ignore[misc]
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in fields}  # type: ignore[misc]
 
 
 def _scorer_options(name: str, scorer: Scorer) -> dict[str, Any]:

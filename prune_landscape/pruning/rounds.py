@@ -51,7 +51,9 @@ def kept_counts(start: MasksInForce, sparsity: float, target: int, iterations: i
     return counts + [target]
 
 
-def _score(work: nn.Module, options: PruneOptions, masks: dict[str, torch.Tensor], data: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _score(
+    work: nn.Module, options: PruneOptions, masks: dict[str, torch.Tensor], data: Any, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     device = model_device(work)
     spec = options.spec
     scores = spec.score(work, {n: m.to(device) for n, m in masks.items()}, data, generator, options.scorer_options)
