@@ -167,3 +167,12 @@ def test_the_pruner_policy_key_is_final_layer_policy_and_the_old_key_warns_namin
             check_config(cfg, "train")
         assert str(caught.value).startswith(message), str(caught.value)
 
+
+def test_shipped_pruner_configs_use_final_layer_policy():
+    for path in sorted((CONF_DIR / "pruner").glob("*.yaml")) + sorted((REPO / "recipes").glob("*.yaml")):
+        text = path.read_text()
+        assert not re.search(r"^\s*final_layer:", text, re.MULTILINE), path
+    for option in _options("pruner"):
+        node = compose("train", overrides=[f"pruner={option}", "output_dir=x"]).pruner
+        if "_target_" in node:
+            assert "final_layer_policy" in node, option
