@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from prune_landscape.pruning.reinit import redraw_initial_weights, reset_every_module
+
 __all__ = [
     "ACTIVATIONS",
     "MODELS",
@@ -67,14 +69,10 @@ def init_kaiming_normal(model: nn.Module, generator: torch.Generator | None = No
 
 
 def _reset_default(model: nn.Module, generator: torch.Generator | None) -> None:
-    # PyTorch's reset_parameters() draws from the global RNG: fork it so a generator still decides.
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters") and module is not model:
-                module.reset_parameters()
+    # PyTorch's own initialisers, re-drawn by the package's one re-draw function; without a generator the
+    # seed comes from the global RNG, so torch.manual_seed still decides.
+    seed = generator if generator is not None else int(torch.randint(0, 2**62, (1,)))
+    redraw_initial_weights(model, seed, init_fn=reset_every_module)
 
 
 class MLP(nn.Sequential):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,37 @@ def test_train_recipes_compose_as_written_and_smoke_run_on_digits(recipe, tmp_pa
     if recipe == "imp_lenet_mnist":  # one IMP round at 20 %, classifier kept dense
         structure = report.get("structure", report)
         assert structure["final_layer"]["density"] == 1.0
+
+
+def _pruner_cfg(**pruner):
+    return OmegaConf.create({"pruner": {"_target_": "prune_landscape.integrations.callbacks.PruneAtInit", **pruner}})
+
+
+def test_the_pruner_policy_key_is_final_layer_policy_and_the_old_key_warns_naming_it():
+    from prune_landscape.integrations.config_check import ConfigError, check_config
+
+    check_config(_pruner_cfg(method="snip", sparsity=0.9, final_layer_policy="min_density=0.3", scope="erk"), "train")
+    with pytest.warns(FutureWarning, match=r"pruner.final_layer is deprecated; use pruner.final_layer_policy"):
+        check_config(_pruner_cfg(final_layer="dense"), "train")
+    cases = [
+        (_pruner_cfg(final_layer_policy="sparse"), "pruner.final_layer_policy: expected 'prune', 'dense' or a min density"),
+        (_pruner_cfg(final_layer="dense", final_layer_policy="dense"), "pruner.final_layer: expected no value: give "
+                                                                       "pruner.final_layer_policy only"),
+        (_pruner_cfg(scope="local-ish"), "pruner.scope: expected one of ['global', 'layerwise', 'erk'], got 'local-ish'"),
+        (_pruner_cfg(sparsity=1.0), "pruner.sparsity: expected a number in [0, 1), got 1.0"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(ConfigError) as caught, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            check_config(cfg, "train")
+        assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_shipped_pruner_configs_use_final_layer_policy():
+    for path in sorted((CONF_DIR / "pruner").glob("*.yaml")) + sorted((REPO / "recipes").glob("*.yaml")):
+        text = path.read_text()
+        assert not re.search(r"^\s*final_layer:", text, re.MULTILINE), path
+    for option in _options("pruner"):
+        node = compose("train", overrides=[f"pruner={option}", "output_dir=x"]).pruner
+        if "_target_" in node:
+            assert "final_layer_policy" in node, option

@@ -20,13 +20,22 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # omegaconf loads when a config is checked: importing the package never pulls it in
     from omegaconf import DictConfig
 
-__all__ = ["ConfigError", "DATASET_OPTIONS", "METHOD_OPTIONS", "MODEL_OPTIONS", "PROBE_NAMES", "check_config"]
+__all__ = [
+    "ConfigError",
+    "DATASET_OPTIONS",
+    "DEPRECATED_PRUNER_KEYS",
+    "METHOD_OPTIONS",
+    "MODEL_OPTIONS",
+    "PROBE_NAMES",
+    "check_config",
+]
 
 #: Built-in pruning methods -> the option names ``prune`` accepts for each (``PrunerSpec.valid_options()``).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -61,6 +70,8 @@ _FIT_KEYS = ("batch_size", "epochs", "loss", "lr", "momentum", "optimizer", "shu
 _AUDIT_KEYS = ("dense_baseline", "final_layers", "method_options", "methods", "n_samples", "progress", "scope",
                "seeds", "sparsities", "sparsity")
 _LOSSES = ("cross_entropy", "mse")
+#: Renamed pruner keys: old -> new. The old one still works, with a DeprecationWarning naming the new one.
+DEPRECATED_PRUNER_KEYS: dict[str, str] = {"final_layer": "final_layer_policy"}
 _SCOPES = ("global", "layerwise", "erk")
 _BUILD_MODEL = "prune_landscape.models.build_model"
 
@@ -117,8 +128,7 @@ def _unknown_keys(prefix: str, given: Mapping[str, Any], allowed: tuple[str, ...
             raise ConfigError(f"{prefix}.{key}", f"a key from {sorted(allowed)} (unknown key)", given[key])
 
 
-def _check_policy(value: Any) -> None:
-    key = "audit.final_layers"
+def _check_policy(value: Any, key: str = "audit.final_layers") -> None:
     if isinstance(value, str) and value in ("prune", "dense"):
         return
     number = value
@@ -236,7 +246,37 @@ def _check_model(cfg: DictConfig) -> None:
     _unknown_keys("model", model, ("_target_", "name", *MODEL_OPTIONS[name]))
 
 
+def _interpolated(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value  # resolved later by OmegaConf; checked by the callback
+
+
+def _check_pruner(cfg: DictConfig) -> None:
+    """The pruner callback's policy, scope and sparsity; the old key ``final_layer`` warns, naming the new one."""
+    pruner = _section(cfg, "pruner", resolve=False)
+    if not isinstance(pruner, dict) or "_target_" not in pruner:
+        return
+    for old, new in DEPRECATED_PRUNER_KEYS.items():
+        if old in pruner and new in pruner:
+            raise ConfigError(f"pruner.{old}", f"no value: give pruner.{new} only ({old} is its deprecated name)", pruner[old])
+        if old in pruner:
+            # A FutureWarning, not a DeprecationWarning: Python shows it to CLI users by default.
+            warnings.warn(f"pruner.{old} is deprecated; use pruner.{new} (same values)", FutureWarning, stacklevel=2)
+    policy_key = next((k for k in ("final_layer_policy", "final_layer") if k in pruner), None)
+    if policy_key is not None and not _interpolated(pruner[policy_key]):
+        _check_policy(pruner[policy_key], f"pruner.{policy_key}")
+    scope = pruner.get("scope")
+    if scope is not None and not _interpolated(scope) and scope not in _SCOPES:
+        raise ConfigError("pruner.scope", f"one of {list(_SCOPES)}", scope)
+    sparsity = pruner.get("sparsity")
+    if sparsity is not None and not _interpolated(sparsity) and not (_is_number(sparsity) and 0.0 <= sparsity < 1.0):
+        raise ConfigError("pruner.sparsity", "a number in [0, 1)", sparsity)
+    method = pruner.get("method")
+    if method is not None and method not in METHOD_OPTIONS:
+        raise ConfigError("pruner.method", f"one of {sorted(METHOD_OPTIONS)}", method)
+
+
 def _check_train(cfg: DictConfig) -> None:
+    _check_pruner(cfg)
     module = _section(cfg, "module") or {}
     _check_training("module", module, ("sgd", "adam", "adamw"))
     audit = _section(cfg, "landscape_audit", resolve=False) or {}

@@ -31,16 +31,22 @@ from enum import Enum
 
 import torch
 
+from prune_landscape.checks import check_sparsity
 from prune_landscape.pruning.topk import apportion, topk_mask
 
 __all__ = [
+    "AllocationRule",
     "FinalLayerFit",
     "FinalLayerMode",
     "FinalLayerPolicy",
     "Scope",
     "allocate",
+    "allocation_rule",
+    "apply_rule",
     "check_final_layer_budget",
+    "check_scores",
     "final_layer_fit",
+    "masks_at_sparsity",
     "num_to_keep",
 ]
 
@@ -59,10 +65,9 @@ class Scope(str, Enum):
             return value
         aliases = {"local": "layerwise", "layer": "layerwise", "layer_wise": "layerwise"}
         text = aliases.get(str(value).lower(), str(value).lower())
-        try:
+        if text in cls._value2member_map_:
             return cls(text)
-        except ValueError:
-            raise ValueError(f"scope must be one of {[s.value for s in cls]}, got {value!r}") from None
+        raise ValueError(f"scope must be one of {[s.value for s in cls]}, got {value!r}")
 
 
 class FinalLayerMode(str, Enum):
@@ -81,32 +86,32 @@ class FinalLayerPolicy:
     min_density: float | None = None
 
     @classmethod
-    def parse(cls, value: str | float | FinalLayerPolicy) -> FinalLayerPolicy:
+    def parse(cls, value: str | float | FinalLayerPolicy, name: str = "final_layer") -> FinalLayerPolicy:
         """Accept ``"prune"``, ``"dense"``, a float floor like ``0.3`` or the string ``"min_density=0.3"``.
+
+        Args:
+            value: the policy in any accepted form (a :class:`FinalLayerPolicy` is returned as is).
+            name: the argument's name in error messages (``prune()`` passes the keyword the user wrote).
 
         Raises:
             ValueError: naming the accepted forms and the value given.
         """
         if isinstance(value, FinalLayerPolicy):
             return value
-        if isinstance(value, bool):
-            raise ValueError(f"final_layer must be 'prune', 'dense' or a density in (0, 1], got {value!r}")
-        if isinstance(value, (int, float)):
-            floor = float(value)
-        elif isinstance(value, str) and value.lower() in ("prune", "dense"):
+        if isinstance(value, str) and value.lower() in ("prune", "dense"):
             return cls(FinalLayerMode(value.lower()))
-        elif isinstance(value, str) and value.replace(" ", "").lower().startswith("min_density="):
+        if isinstance(value, str) and value.replace(" ", "").lower().startswith("min_density="):
             text = value.replace(" ", "").split("=", 1)[1]
             try:
                 floor = float(text)
             except ValueError:
-                raise ValueError(f"final_layer 'min_density=x' needs a number x, got {value!r}") from None
+                raise ValueError(f"{name} 'min_density=x' needs a number x, got {value!r}") from None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            floor = float(value)
         else:
-            raise ValueError(
-                f"final_layer must be 'prune', 'dense', a density in (0, 1] or 'min_density=x', got {value!r}"
-            )
+            raise ValueError(f"{name} must be 'prune', 'dense', a density in (0, 1] or 'min_density=x', got {value!r}")
         if not 0.0 < floor <= 1.0 or math.isnan(floor):
-            raise ValueError(f"final_layer min density must be in (0, 1], got {floor}")
+            raise ValueError(f"{name} min density must be in (0, 1], got {floor}")
         return cls(FinalLayerMode.MIN_DENSITY, floor)
 
 
@@ -152,7 +157,7 @@ def check_final_layer_budget(
 ) -> int:
     """The final layer's guaranteed kept count under ``policy``; raises (with numbers) if it cannot fit.
 
-    Called by :func:`prune` before any scoring, and again by :func:`allocate`.
+    Called once per pruning call, by :func:`allocation_rule` (before any scoring in :func:`prune`).
     """
     if policy.mode is FinalLayerMode.PRUNE:
         return 0
@@ -204,7 +209,7 @@ class FinalLayerFit:
         """One sentence with the two ways out (used in the errors of :func:`check_final_layer_budget`)."""
         floor_text = (
             f"The largest final-layer floor that fits is min_density={self.largest_min_density:g} "
-            f"(final_layer={self.largest_min_density:g})"
+            f"(final_layer_policy={self.largest_min_density:g})"
             if self.largest_min_density > 0
             else "No final-layer floor fits"
         )
@@ -233,6 +238,81 @@ def final_layer_fit(num_keep: int, size: int, needed: int, total: int) -> FinalL
     )
 
 
+@dataclass(frozen=True)
+class AllocationRule:
+    """How a kept count becomes masks, decided once per pruning call and passed to every step.
+
+    Attributes:
+        scope: how the budget is spread over layers.
+        policy: the final-layer policy.
+        final_layer: the final layer's weight name (None when the policy is ``prune``).
+        floor: the final layer's guaranteed kept count (0 for ``prune``); checked against the smallest
+            budget by :func:`allocation_rule`, so no step checks it again.
+    """
+
+    scope: Scope = Scope.GLOBAL
+    policy: FinalLayerPolicy = FinalLayerPolicy()
+    final_layer: str | None = None
+    floor: int = 0
+
+
+def allocation_rule(
+    current: Mapping[str, torch.Tensor],
+    num_keep: int,
+    *,
+    scope: Scope,
+    final_layer: str | None,
+    policy: FinalLayerPolicy,
+) -> AllocationRule:
+    """The rule for pruning ``current`` down to at least ``num_keep`` kept, the final-layer budget checked once.
+
+    The floor does not change across the steps of a schedule: a dense final layer keeps what it has and a
+    floored one never drops below its floor, so checking it against the last (smallest) budget suffices.
+
+    Raises:
+        ValueError: if the final-layer policy cannot fit ``num_keep`` (as :func:`check_final_layer_budget`).
+    """
+    floor = check_final_layer_budget(current, num_keep, final_layer, policy)
+    return AllocationRule(scope, policy, final_layer if policy.mode is not FinalLayerMode.PRUNE else None, floor)
+
+
+def check_scores(scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``scores`` has exactly the names of ``current``, each with its mask's shape."""
+    if set(scores) != set(current):
+        missing = sorted(set(current) - set(scores))
+        extra = sorted(set(scores) - set(current))
+        raise ValueError(f"scores must cover exactly the masked tensors; missing {missing}, unexpected {extra}")
+    for n in current:
+        if tuple(scores[n].shape) != tuple(current[n].shape):
+            raise ValueError(f"score {n!r}: expected shape {tuple(current[n].shape)}, got {tuple(scores[n].shape)}")
+
+
+def apply_rule(
+    rule: AllocationRule, scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor], num_keep: int
+) -> dict[str, torch.Tensor]:
+    """Keep exactly ``num_keep`` entries under an already checked ``rule`` (no parsing, no budget check).
+
+    ``scores`` must match ``current`` (:func:`check_scores`) and ``rule.floor <= num_keep`` must hold, which
+    :func:`allocation_rule` guaranteed for every budget down to the one it was built for.
+    """
+    names = list(current)
+    current = {n: current[n].cpu() for n in names}
+    final = rule.final_layer
+    if rule.policy.mode is FinalLayerMode.PRUNE:
+        return _select(scores, current, names, num_keep, rule.scope)
+    others = [n for n in names if n != final]
+    if rule.policy.mode is FinalLayerMode.DENSE:
+        masks = _select(scores, current, others, num_keep - rule.floor, rule.scope)
+        masks[final] = current[final].clone()  # type: ignore[index]
+        return masks
+    masks = _select(scores, current, names, num_keep, rule.scope)
+    if int(masks[final].sum()) >= rule.floor:  # type: ignore[index]
+        return masks
+    masks = _select(scores, current, others, num_keep - rule.floor, rule.scope)
+    masks[final] = topk_mask(scores[final], rule.floor, current[final])  # type: ignore[index]
+    return masks
+
+
 def allocate(
     scores: Mapping[str, torch.Tensor],
     current: Mapping[str, torch.Tensor],
@@ -243,6 +323,8 @@ def allocate(
     policy: FinalLayerPolicy | str | float = FinalLayerPolicy(),
 ) -> dict[str, torch.Tensor]:
     """Keep exactly ``num_keep`` entries (higher score kept first) under ``scope`` and the final-layer policy.
+
+    The one-call form of :func:`allocation_rule` + :func:`apply_rule`, for callers that allocate once.
 
     Args:
         scores: name -> score tensor (higher = more important).
@@ -259,33 +341,39 @@ def allocate(
         ValueError: if ``num_keep`` exceeds what ``current`` keeps, or the final-layer policy cannot be met
             (the message gives the numbers).
     """
-    scope = Scope.parse(scope)
-    policy = FinalLayerPolicy.parse(policy)
-    names = list(current)
-    if set(scores) != set(names):
-        missing = sorted(set(names) - set(scores))
-        extra = sorted(set(scores) - set(names))
-        raise ValueError(f"scores must cover exactly the masked tensors; missing {missing}, unexpected {extra}")
-    for n in names:
-        if tuple(scores[n].shape) != tuple(current[n].shape):
-            raise ValueError(f"score {n!r}: expected shape {tuple(current[n].shape)}, got {tuple(scores[n].shape)}")
-    current = {n: current[n].cpu() for n in names}
+    check_scores(scores, current)
     available = sum(int(m.sum()) for m in current.values())
     if not 0 <= num_keep <= available:
         raise ValueError(
             f"num_keep must be in [0, {available}] (masks only shrink: {available} weights are kept now), got {num_keep}"
         )
-    if policy.mode is FinalLayerMode.PRUNE:
-        return _select(scores, current, names, num_keep, scope)
-    floor = check_final_layer_budget(current, num_keep, final_layer, policy)
-    others = [n for n in names if n != final_layer]
-    if policy.mode is FinalLayerMode.DENSE:
-        masks = _select(scores, current, others, num_keep - floor, scope)
-        masks[final_layer] = current[final_layer].clone()
-        return masks
-    masks = _select(scores, current, names, num_keep, scope)
-    if int(masks[final_layer].sum()) >= floor:
-        return masks
-    masks = _select(scores, current, others, num_keep - floor, scope)
-    masks[final_layer] = topk_mask(scores[final_layer], floor, current[final_layer])
-    return masks
+    current = {n: m.cpu() for n, m in current.items()}
+    rule = allocation_rule(
+        current, num_keep, scope=Scope.parse(scope), final_layer=final_layer, policy=FinalLayerPolicy.parse(policy)
+    )
+    return apply_rule(rule, scores, current, num_keep)
+
+
+def masks_at_sparsity(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float,
+    *,
+    scope: Scope | str = Scope.GLOBAL,
+    final_layer: str | None = None,
+    policy: FinalLayerPolicy | str | float = FinalLayerPolicy(),
+) -> dict[str, torch.Tensor]:
+    """Masks over unpruned tensors keeping ``round((1 - sparsity) * N)`` entries: :func:`allocate` from dense.
+
+    For callers that score a model themselves and need the package's budget rule (exact count, scope,
+    final-layer policy) without a mask in force.
+
+    Example:
+        >>> scores = {"a": torch.tensor([4.0, 3.0, 2.0, 1.0]), "b": torch.tensor([5.0, 0.5])}
+        >>> masks = masks_at_sparsity(scores, 0.5, final_layer="b", policy="dense")
+        >>> masks["a"].tolist(), masks["b"].tolist()
+        ([True, False, False, False], [True, True])
+    """
+    sparsity = check_sparsity(sparsity)
+    current = {n: torch.ones(s.shape, dtype=torch.bool) for n, s in scores.items()}
+    total = sum(m.numel() for m in current.values())
+    return allocate(scores, current, num_to_keep(1.0 - sparsity, total), scope=scope, final_layer=final_layer, policy=policy)

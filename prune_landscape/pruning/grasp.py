@@ -31,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from prune_landscape.batching import iter_batches
+from prune_landscape.checks import check_positive_number
 from prune_landscape.pruning.workspace import classification_loss, masked_call, weight_of
 
 __all__ = ["grasp_scores"]
@@ -60,8 +61,7 @@ def grasp_scores(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``theta * (H g)`` per masked tensor; keep the highest (= prune the lowest, see module docstring)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_positive_number("temperature", temperature)
     loss_fn = loss_fn or classification_loss
     names = list(masks)
     theta = {n: weight_of(model, n) * masks[n].to(weight_of(model, n).dtype) for n in names}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,11 +34,12 @@ from prune_landscape.batching import (
     map_tensors,
     require_data,
 )
-from prune_landscape.pruning.registry import DataUse, PrunerSpec
+from prune_landscape.pruning.registry import DataUse
 from prune_landscape.pruning.workspace import output_of
 
 __all__ = [
     "NTK_SAP_MAX_DEFAULT_SAMPLES",
+    "PruneSetOptions",
     "example_of",
     "first_samples",
     "probe_output",
@@ -81,6 +83,7 @@ def example_of(data: DataLike | None, example_inputs: Any) -> tuple[Any, Any]:
 
 
 def sample_shape(model: nn.Module, example: Any, input_shape: Any, method: str) -> tuple[int, ...] | None:
+    """One sample's shape: ``input_shape`` (checked), else the example's, else an MLP's first layer's width."""
     if input_shape is not None:
         try:
             shape = tuple(int(s) for s in input_shape)
@@ -116,32 +119,51 @@ def probe_output(work: nn.Module, example: Any, device: torch.device) -> torch.T
         ) from error
 
 
+@dataclass(frozen=True)
+class PruneSetOptions:
+    """The prune set: ``batch_size`` (None: the scorer's default, 256), its size (``prune_samples`` or
+    ``num_batches``; None: 10 x #classes) and one sample's ``input_shape`` (None: read from the example)."""
+
+    batch_size: int | None = None
+    prune_samples: int | None = None
+    num_batches: int | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    @property
+    def sized(self) -> bool:
+        """True when the user fixed the size, so the model's output width is not needed."""
+        return self.prune_samples is not None or self.num_batches is not None
+
+
 def prune_set(
-    spec: PrunerSpec,
+    use: DataUse,
     data: DataLike | None,
-    framework: dict[str, Any],
+    options: PruneSetOptions,
     device: torch.device,
     example: Any,
     outputs: torch.Tensor | None,
 ) -> tuple[Any, Any] | None:
-    if spec.data is DataUse.NONE:
+    """What the scorer is fed for data use ``use``: None, one sample, a placeholder of the prune set's
+    shapes, or the first samples of ``data`` (``outputs``: the model's output on the example, for #classes)."""
+    if use is DataUse.NONE:
         return None
     to_device = lambda t: t.to(device)  # noqa: E731
-    if spec.data is DataUse.SAMPLE_SHAPE:
-        if framework.get("input_shape") is None:  # structured float inputs: one sample of the example
-            return map_tensors(to_device, first_samples(example, 1)), torch.zeros(1, dtype=torch.long, device=device)
-        return torch.zeros((1, *framework["input_shape"]), device=device), torch.zeros(1, dtype=torch.long, device=device)
-    batch_size = framework.get("batch_size", 256)
-    if "prune_samples" in framework:
-        samples = framework["prune_samples"]
-    elif "num_batches" in framework:
-        samples = framework["num_batches"] * batch_size
+    labels = torch.zeros(1, dtype=torch.long, device=device)
+    if use is DataUse.SAMPLE_SHAPE:
+        if options.input_shape is None:  # structured float inputs: one sample of the example
+            return map_tensors(to_device, first_samples(example, 1)), labels
+        return torch.zeros((1, *options.input_shape), device=device), labels
+    batch_size = options.batch_size or 256
+    if options.prune_samples is not None:
+        samples = options.prune_samples
+    elif options.num_batches is not None:
+        samples = options.num_batches * batch_size
     else:
         samples = _SAMPLES_PER_CLASS * int(outputs.shape[-1])  # type: ignore[union-attr]
-        if spec.data is DataUse.SHAPES:
+        if use is DataUse.SHAPES:
             samples = min(samples, NTK_SAP_MAX_DEFAULT_SAMPLES)
     if data is None:  # shapes only: a placeholder whose values are never read
-        shape = framework.get("input_shape") or tuple(example.shape[1:])
+        shape = options.input_shape or tuple(example.shape[1:])
         return torch.zeros((samples, *shape), device=device), torch.zeros(samples, dtype=torch.long, device=device)
     parts = list(iter_batches(data, batch_size, max_samples=samples))
     if all(batch_size_of(x) is not None for x, _ in parts) and all(y is not None for _, y in parts):

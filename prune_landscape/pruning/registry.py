@@ -19,7 +19,10 @@ A *scorer* is a pure function that only computes scores (allocation and schedule
 - ``generator``: a seeded CPU ``torch.Generator``; draw every random number from it.
 - ``options``: the scorer's own keyword options (keyword parameters with defaults); anything else given to
   :func:`prune` raises. A scorer that declares one of prune()'s own options (``batch_size``,
-  ``input_shape``, ...) receives the user's value when one is given.
+  ``input_shape``, ...) receives the user's value when one is given. A scorer with many options may group
+  them in a frozen dataclass instead: register it with ``options_type=ThatClass``; its fields are then the
+  options, :func:`prune` builds one instance (the class's ``__post_init__`` checks the values) before any
+  work and calls ``scorer(model, masks, data, generator, options)`` (as NTK-SAP does).
 
 Before any scorer runs, :func:`prune` refuses methods that do not fit the model
 (:mod:`prune_landscape.pruning.fit`): a new method that synthesises inputs (``"sample_shape"``,
@@ -40,13 +43,17 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 import torch
+
+from prune_landscape.checks import check_one_of, check_positive_int
 
 __all__ = ["DataUse", "PrunerSpec", "Scorer", "available_methods", "get_pruner", "register_pruner"]
 
@@ -73,7 +80,13 @@ FRAMEWORK_OPTIONS: dict[DataUse, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    """A registered method: its scorer, data use, default iterations and the scorer's own options."""
+    """A registered method: its scorer, data use, default iterations and the scorer's own options.
+
+    Attributes:
+        options: the scorer's own option names -> defaults.
+        accepts: every keyword the scorer takes, including prune()'s own options it reads (``batch_size``).
+        options_type: the frozen dataclass grouping the scorer's options, or None for keyword options.
+    """
 
     name: str
     scorer: Scorer
@@ -81,13 +94,41 @@ class PrunerSpec:
     iterations: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     accepts: frozenset[str] = frozenset()
+    options_type: type | None = None
 
     def valid_options(self) -> list[str]:
         """Every option name :func:`prune` accepts for this method."""
         return sorted(set(FRAMEWORK_OPTIONS[self.data]) | set(self.options))
 
+    def scorer_options(self, given: Mapping[str, Any]) -> Any:
+        """The scorer's options parsed once: an ``options_type`` instance, or a read-only keyword mapping.
+
+        ``given`` holds only names from :attr:`accepts`; the dataclass checks its values.
+        """
+        if self.options_type is not None:
+            return self.options_type(**given)
+        return MappingProxyType(dict(given))
+
+    def score(
+        self, model: Any, masks: Mapping[str, torch.Tensor], data: Any, generator: torch.Generator, options: Any
+    ) -> Mapping[str, torch.Tensor]:
+        """Call the scorer with options from :meth:`scorer_options`."""
+        if self.options_type is not None:
+            return self.scorer(model, masks, data, generator, options)
+        return self.scorer(model, masks, data, generator, **options)
+
 
 _REGISTRY: dict[str, PrunerSpec] = {}
+
+
+def _dataclass_options(name: str, options_type: type) -> dict[str, Any]:
+    if not (isinstance(options_type, type) and dataclasses.is_dataclass(options_type)):
+        raise ValueError(f"options_type for {name!r} must be a dataclass type, got {options_type!r}")
+    fields = dataclasses.fields(options_type)
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"options_type for {name!r} must give every field a default, got none for {missing}")
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in fields}  # type: ignore[misc]
 
 
 def _scorer_options(name: str, scorer: Scorer) -> dict[str, Any]:
@@ -106,7 +147,13 @@ def _scorer_options(name: str, scorer: Scorer) -> dict[str, Any]:
 
 
 def register_pruner(
-    name: str, scorer: Scorer, *, data: DataUse | str = DataUse.NONE, iterations: int = 1, overwrite: bool = False
+    name: str,
+    scorer: Scorer,
+    *,
+    data: DataUse | str = DataUse.NONE,
+    iterations: int = 1,
+    overwrite: bool = False,
+    options_type: type | None = None,
 ) -> PrunerSpec:
     """Register a scoring method under ``name`` so that :func:`prune` can use it.
 
@@ -117,6 +164,8 @@ def register_pruner(
         data: ``"none"``, ``"sample_shape"``, ``"shapes"`` or ``"values"`` (:class:`DataUse`).
         iterations: default number of exponential-schedule iterations (1 = one shot).
         overwrite: allow replacing an existing method.
+        options_type: a frozen dataclass whose fields (each with a default) are the method's options; the
+            scorer then takes one instance as its fifth argument (module docstring).
 
     Raises:
         ValueError: on a taken name (without ``overwrite``) or a scorer with the wrong signature.
@@ -127,16 +176,12 @@ def register_pruner(
         raise ValueError(f"a pruning method named {name!r} is already registered; pass overwrite=True to replace it")
     if not callable(scorer):
         raise ValueError(f"scorer must be callable, got {type(scorer).__name__}")
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-    try:
-        data_use = DataUse(data)
-    except ValueError:
-        raise ValueError(f"data must be one of {[d.value for d in DataUse]}, got {data!r}") from None
-    keywords = _scorer_options(name, scorer)
+    check_positive_int("iterations", iterations)
+    data_use = DataUse(check_one_of("data", data, [d.value for d in DataUse]))  # a DataUse equals its value
+    keywords = _scorer_options(name, scorer) if options_type is None else _dataclass_options(name, options_type)
     # Options prune() handles itself (e.g. batch_size) are passed on to scorers that accept them.
     own = {k: v for k, v in keywords.items() if k not in FRAMEWORK_OPTIONS[data_use]}
-    spec = PrunerSpec(name, scorer, data_use, iterations, own, frozenset(keywords))
+    spec = PrunerSpec(name, scorer, data_use, iterations, own, frozenset(keywords), options_type)
     _REGISTRY[name] = spec
     return spec
 

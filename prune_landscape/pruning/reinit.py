@@ -37,9 +37,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from prune_landscape.checks import check_callable
 from prune_landscape.masks import prunable_parameters
 
-__all__ = ["InitFn", "fixed_parameters", "redraw_initial_weights", "resolve_init_fn"]
+__all__ = ["InitFn", "fixed_parameters", "redraw_initial_weights", "reset_every_module", "resolve_init_fn"]
 
 InitFn = Callable[[nn.Module, torch.Generator], None]
 
@@ -84,7 +85,12 @@ def _call_init_weights(model: nn.Module, generator: torch.Generator) -> None:
     model.init_weights(generator=generator)  # type: ignore[operator]
 
 
-def _reset_every_module(model: nn.Module, generator: torch.Generator) -> None:
+def reset_every_module(model: nn.Module, generator: torch.Generator) -> None:
+    """Rule 3 as an ``init_fn``: every submodule's ``reset_parameters()``, children first, seeded by ``generator``.
+
+    Models whose own ``init_weights(generator)`` is PyTorch's default initialisation call this through
+    :func:`redraw_initial_weights` (``init_fn=reset_every_module``).
+    """
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     devices = [p.device for p in model.parameters() if p.device.type == "cuda"]
     with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})), torch.no_grad():
@@ -123,9 +129,7 @@ def resolve_init_fn(model: nn.Module, init_fn: InitFn | None = None) -> InitFn:
         ValueError: if ``init_fn`` is not callable, or a prunable weight has no rule that re-draws it.
     """
     if init_fn is not None:
-        if not callable(init_fn):
-            raise ValueError(f"init_fn must be a callable init_fn(model, generator), got {type(init_fn).__name__}")
-        return init_fn
+        return check_callable("init_fn", init_fn, "a callable init_fn(model, generator)")  # type: ignore[return-value]
     if _own_init_weights(model):
         return _call_init_weights
     prunable = set(prunable_parameters(model))
@@ -138,7 +142,7 @@ def resolve_init_fn(model: nn.Module, init_fn: InitFn | None = None) -> InitFn:
             f"{owners[:5]}{' ...' if len(owners) > 5 else ''}. Pass init_fn=my_init to prune(), where "
             "my_init(model, generator) re-draws every weight from its init distribution using the generator."
         )
-    return _reset_every_module
+    return reset_every_module
 
 
 def redraw_initial_weights(model: nn.Module, seed: int | torch.Generator, init_fn: InitFn | None = None) -> None:
@@ -159,3 +163,4 @@ def redraw_initial_weights(model: nn.Module, seed: int | torch.Generator, init_f
     else:
         raise ValueError(f"seed must be an integer or a torch.Generator, got {seed!r}")
     resolve_init_fn(model, init_fn)(model, generator)
+

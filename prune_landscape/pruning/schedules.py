@@ -13,15 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from prune_landscape.checks import check_fraction, check_nonnegative_int, check_positive_int, check_sparsity
+
 __all__ = ["GradualSchedule", "IMPSchedule", "exponential_densities", "kept_at"]
-
-
-def _check_sparsity(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0 or math.isnan(value):
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
 
 def exponential_densities(start_density: float, end_density: float, iterations: int) -> list[float]:
@@ -33,8 +29,7 @@ def exponential_densities(start_density: float, end_density: float, iterations: 
     Raises:
         ValueError: if ``iterations < 1`` or the densities are not in (0, 1] with end <= start.
     """
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    check_positive_int("iterations", iterations)
     if not 0.0 < end_density <= start_density <= 1.0:
         raise ValueError(f"expected 0 < end_density <= start_density <= 1, got {end_density} and {start_density}")
     ratio = end_density / start_density
@@ -84,18 +79,16 @@ class GradualSchedule:
     initial_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_sparsity("final_sparsity", self.final_sparsity)
-        _check_sparsity("initial_sparsity", self.initial_sparsity)
+        check_sparsity(self.final_sparsity, "final_sparsity")
+        check_sparsity(self.initial_sparsity, "initial_sparsity")
         if self.initial_sparsity > self.final_sparsity:
             raise ValueError(
                 f"initial_sparsity must be <= final_sparsity, got {self.initial_sparsity} > {self.final_sparsity}"
             )
-        if not isinstance(self.start_step, int) or self.start_step < 0:
-            raise ValueError(f"start_step must be an integer >= 0, got {self.start_step!r}")
-        if not isinstance(self.end_step, int) or self.end_step < self.start_step:
+        check_nonnegative_int("start_step", self.start_step)
+        if isinstance(self.end_step, bool) or not isinstance(self.end_step, int) or self.end_step < self.start_step:
             raise ValueError(f"end_step must be an integer >= start_step={self.start_step}, got {self.end_step!r}")
-        if not isinstance(self.frequency, int) or self.frequency < 1:
-            raise ValueError(f"frequency must be an integer >= 1, got {self.frequency!r}")
+        check_positive_int("frequency", self.frequency)
 
     def sparsity_at(self, step: int) -> float:
         """The target sparsity at ``step`` (the cubic ramp, clamped to s_i before and s_f after)."""
@@ -126,12 +119,10 @@ class IMPSchedule:
     rewind_step: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or self.rounds < 1:
-            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
-        if not isinstance(self.rate, (int, float)) or not 0.0 < self.rate < 1.0:
+        check_positive_int("rounds", self.rounds)
+        if check_fraction("rate", self.rate) == 0.0:  # pruning nothing per round never reaches a sparsity
             raise ValueError(f"rate must be in (0, 1), got {self.rate!r}")
-        if not isinstance(self.rewind_step, int) or self.rewind_step < 0:
-            raise ValueError(f"rewind_step must be an integer >= 0, got {self.rewind_step!r}")
+        check_nonnegative_int("rewind_step", self.rewind_step)
 
     def sparsity_at_round(self, round_index: int) -> float:
         """Sparsity after ``round_index`` rounds, ``0 <= round_index <= rounds``."""
