@@ -212,14 +212,12 @@ def test_ridge_must_be_finite_and_non_negative():
 
 
 def test_newton_and_lbfgs_reach_the_same_ridge_optimum(monkeypatch):
-    import sys
-
-    gap_module = sys.modules["prune_landscape.probes.final_layer_gap"]  # the package re-exports a function of that name
+    from prune_landscape.probes import head_solvers
 
     net, masks = pruned_mlp(widths=(5, 16, 4), density=0.6, seed=7)
     data = _separable(net, masks)
     newton = final_layer_gap(net, data)
-    monkeypatch.setattr(gap_module, "_NEWTON_MAX_WEIGHTS", 0)  # every head "large": L-BFGS
+    monkeypatch.setattr(head_solvers, "_NEWTON_MAX_WEIGHTS", 0)  # every head "large": L-BFGS
     lbfgs = final_layer_gap(net, data, max_iter=2000)
     assert newton.converged and lbfgs.converged
     assert newton.masked_optimum == pytest.approx(lbfgs.masked_optimum, rel=1e-7)

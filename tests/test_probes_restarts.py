@@ -53,12 +53,15 @@ def test_budget_matched_masks_spend_the_same_budget():
     net = models.mlp([30, 64, 4])
     total = sum(net.get_parameter(n).numel() for n in prunable_parameters(net))
     for method in ("random", "magnitude"):
-        sparse = budget_matched_masks(net, 0.8, final_layer="prune", seed=0, method=method)
-        dense = budget_matched_masks(net, 0.8, final_layer="dense", seed=0, method=method)
+        sparse = budget_matched_masks(net, 0.8, final_layer_policy="prune", seed=0, method=method)
+        dense = budget_matched_masks(net, 0.8, final_layer_policy="dense", seed=0, method=method)
         assert sparse.num_kept == dense.num_kept == round(0.2 * total)
         assert bool(dense["fc2.weight"].all()) and not bool(sparse["fc2.weight"].all())
-    with pytest.raises(ValueError, match="dense final layer needs"):
-        budget_matched_masks(models.mlp([2, 64, 4]), 0.9, final_layer="dense")
+    with pytest.raises(ValueError, match="final_layer='dense' does not fit"):  # allocate's check, with the numbers
+        budget_matched_masks(models.mlp([2, 64, 4]), 0.9, final_layer_policy="dense")
+    with pytest.warns(DeprecationWarning, match="'final_layer_policy'"):
+        old = budget_matched_masks(net, 0.8, final_layer="dense", seed=0)
+    assert old == budget_matched_masks(net, 0.8, final_layer_policy="dense", seed=0)
 
 
 def test_paired_statistics_match_hand_computation():
