@@ -214,3 +214,21 @@ def test_a_model_that_views_its_input_keeps_the_contiguous_layout():
     assert fast_forward(net, KeptParameters.from_model(net), x).__name__ == "reference"
     surface = loss_surface(net, (x, y), steps=3, dims=1)
     assert surface.losses[1] == pytest.approx(_loss(net, x, y), rel=1e-12)
+
+
+def test_surface_and_grid_options_group_the_knobs_and_equal_the_loose_keywords():
+    from prune_landscape.probes import GridOptions, SurfaceOptions
+
+    net, _ = pruned_mlp(widths=(6, 5, 3))
+    data = classification_data()
+    options = SurfaceOptions(span=0.3, seed=4, batch_size=16, chunk=2)
+    grouped = loss_surface(net, data, steps=3, dims=2, options=options)
+    assert grouped == loss_surface(net, data, steps=3, dims=2, span=0.3, seed=4, batch_size=16, chunk=2)
+    assert grouped.alphas == pytest.approx((-0.3, 0.0, 0.3)) and grouped.seed == 4
+    other = copy.deepcopy(net)
+    path = interpolate(net, net, other, data, steps=3, options=GridOptions(max_samples=10, chunk=1))
+    assert path == interpolate(net, net, other, data, steps=3, max_samples=10, chunk=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'span'"):
+        interpolate(net, net, other, data, span=0.3)  # a slice's knob, not a path's
+    with pytest.raises(ValueError, match="span must be > 0, got 0"):
+        SurfaceOptions(span=0)

@@ -162,7 +162,7 @@ def cross_entropy_fit(features, labels, support, start, max_iter, penalised, rid
         value.backward()
         return value
 
-    with torch.enable_grad(), _few_threads(features.numel()):
+    with torch.enable_grad(), few_threads(features.numel()):
         optimizer.step(closure)
         value = objective()
         gradient = torch.autograd.grad(value, free)[0]
