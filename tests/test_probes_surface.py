@@ -225,7 +225,7 @@ def test_surface_and_grid_options_group_the_knobs_and_equal_the_loose_keywords()
     grouped = loss_surface(net, data, steps=3, dims=2, options=options)
     assert grouped == loss_surface(net, data, steps=3, dims=2, span=0.3, seed=4, batch_size=16, chunk=2)
     assert grouped.alphas == pytest.approx((-0.3, 0.0, 0.3)) and grouped.seed == 4
-    other = copy.deepcopy(net)
+    other = copy_model(net)
     path = interpolate(net, net, other, data, steps=3, options=GridOptions(max_samples=10, chunk=1))
     assert path == interpolate(net, net, other, data, steps=3, max_samples=10, chunk=1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'span'"):
