@@ -10,7 +10,7 @@ Example:
     >>> import torch
     >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     >>> targets = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
-    >>> least_squares_rows(features, targets, torch.tensor([[True, True]])).tolist()
+    >>> least_squares_rows(features, targets, torch.tensor([[True, True]])).round(decimals=9).tolist()
     [[1.0, 2.0]]
 """
 

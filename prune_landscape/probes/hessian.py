@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,7 +154,7 @@ def hessian_spectrum(
     masks: Mapping[str, torch.Tensor] | None = None,
     loss: str = "auto",
     options: HessianOptions | None = None,
-    **knobs,
+    **knobs: Any,
 ) -> HessianResult:
     """Top-k and most negative Hessian eigenvalues, trace and (optionally) spectral density, on kept coordinates.
 
