@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 from prune_landscape import models
 from prune_landscape.probes import filter_normalized_direction, loss_surface
-from prune_landscape.probes._params import KeptParameters
+from prune_landscape.probes.kept import KeptParameters
 from prune_landscape.modelcopy import copy_model
 from prune_landscape.probes.restarts import budget_matched_masks
 from prune_landscape.training import train

@@ -212,15 +212,30 @@ def test_ridge_must_be_finite_and_non_negative():
 
 
 def test_newton_and_lbfgs_reach_the_same_ridge_optimum(monkeypatch):
-    import sys
-
-    gap_module = sys.modules["prune_landscape.probes.final_layer_gap"]  # the package re-exports a function of that name
+    from prune_landscape.probes import head_solvers
 
     net, masks = pruned_mlp(widths=(5, 16, 4), density=0.6, seed=7)
     data = _separable(net, masks)
     newton = final_layer_gap(net, data)
-    monkeypatch.setattr(gap_module, "_NEWTON_MAX_WEIGHTS", 0)  # every head "large": L-BFGS
+    monkeypatch.setattr(head_solvers, "_NEWTON_MAX_WEIGHTS", 0)  # every head "large": L-BFGS
     lbfgs = final_layer_gap(net, data, max_iter=2000)
     assert newton.converged and lbfgs.converged
     assert newton.masked_optimum == pytest.approx(lbfgs.masked_optimum, rel=1e-7)
     assert newton.dense_optimum == pytest.approx(lbfgs.dense_optimum, rel=1e-7)
+
+
+def test_gap_options_group_the_knobs_and_equal_the_loose_keywords():
+    from prune_landscape.probes import GapOptions
+
+    net, _ = pruned_mlp(widths=(5, 8, 3), density=0.5, seed=1)
+    data = (torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)),
+            torch.randn(30, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    grouped = final_layer_gap(net, data, options=GapOptions(ridge=0.01, max_samples=20, batch_size=7))
+    assert grouped == final_layer_gap(net, data, ridge=0.01, max_samples=20, batch_size=7)
+    assert grouped.num_samples == 20 and grouped.ridge == 0.01
+    # a keyword overrides the value's field; an unknown one names the valid ones
+    assert final_layer_gap(net, data, options=GapOptions(ridge=0.5), ridge=0.01, max_samples=20, batch_size=7) == grouped
+    with pytest.raises(TypeError, match="unexpected keyword argument 'iterations'.*'max_iter'"):
+        final_layer_gap(net, data, iterations=3)
+    with pytest.raises(ValueError, match="max_iter must be a positive int, got 0"):
+        GapOptions(max_iter=0)

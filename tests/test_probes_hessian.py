@@ -122,7 +122,8 @@ def test_registry_and_argument_errors():
 def test_batchnorm_conv_net_runs_folded_and_matches_the_dense_hessian():
     from torch import nn
 
-    from prune_landscape.probes._params import KeptParameters, fast_forward, probing
+    from prune_landscape.probes.batched import fast_forward
+    from prune_landscape.probes.kept import KeptParameters, probing
 
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -151,3 +152,54 @@ def test_batchnorm_conv_net_runs_folded_and_matches_the_dense_hessian():
     assert result.num_kept == H.shape[0] > 64
     torch.testing.assert_close(torch.tensor(result.eigenvalues, dtype=torch.float64), exact.flip(0)[:5], rtol=1e-6, atol=0)
     assert result.min_eigenvalue == pytest.approx(float(exact[0]), rel=1e-6)
+
+
+def test_mse_with_integer_targets_is_one_loss_for_both_backends_and_the_dense_oracle():
+    # Both backends differentiate the same ProbeLoss: squared loss on one-hot class targets. The oracle
+    # spells that loss out independently and differentiates it twice in float64.
+    net, masks = pruned_mlp()
+    x, y = classification_data()
+
+    def one_hot_mse(outputs, targets):
+        return ((outputs - F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)) ** 2).mean()
+
+    exact = torch.linalg.eigvalsh(dense_kept_hessian(net, masks, x, y, one_hot_mse))
+    results = {
+        backend: hessian_spectrum(net, (x, y), k=4, loss="mse", backend=backend, tol=1e-10, trace_probes=0, batch_size=16)
+        for backend in ("torch", "curvlinops")
+    }
+    for result in results.values():
+        assert result.loss == "mse" and result.converged and result.num_kept == exact.numel() > 64
+        torch.testing.assert_close(torch.tensor(result.eigenvalues, dtype=torch.float64), exact.flip(0)[:4], rtol=1e-6, atol=0)
+        assert result.min_eigenvalue == pytest.approx(float(exact[0]), rel=1e-6)
+    torch.testing.assert_close(torch.tensor(results["curvlinops"].eigenvalues), torch.tensor(results["torch"].eigenvalues),
+                               rtol=1e-8, atol=0)
+
+
+def test_the_operator_and_estimators_stand_alone_and_options_group_the_knobs():
+    import numpy as np
+
+    from prune_landscape.probes import HessianOptions, KeptHessianOperator, KeptParameters, ProbeLoss
+    from prune_landscape.probes.estimators import hutchinson_trace, spectral_density, top_eigenvalues
+    from prune_landscape.probes.kept import Batches
+
+    net, masks = pruned_mlp(widths=(6, 10, 3), density=0.6, seed=3)
+    x, y = classification_data(seed=3)
+    H = dense_kept_hessian(net, masks, x, y, F.cross_entropy)
+    kept = KeptParameters.from_model(net)
+    operator = KeptHessianOperator(net, kept, Batches((x, y), 16, None, kept.device), ProbeLoss("cross_entropy"))
+    np.testing.assert_allclose(operator @ np.eye(H.shape[0]), H.numpy(), rtol=1e-9, atol=1e-12)
+    assert operator.matvecs == H.shape[0]
+    top = top_eigenvalues(operator, 2, tol=1e-10)
+    torch.testing.assert_close(torch.tensor(top.values, dtype=torch.float64), torch.linalg.eigvalsh(H).flip(0)[:2])
+    trace = hutchinson_trace(operator, 1000, torch.Generator().manual_seed(1))
+    assert abs(trace.mean - float(H.trace())) <= 0.05 * abs(float(H.trace()))
+    density = spectral_density(operator, 30, (-1.0, top.values[0]), torch.Generator().manual_seed(2))
+    assert float(np.trapezoid(density.density, density.grid)) == pytest.approx(1.0, abs=0.05)
+    # The grouped value and the loose keywords are the same call; an unknown keyword names the valid ones.
+    data = (x, y)
+    grouped = hessian_spectrum(net, data, k=2, options=HessianOptions(trace_probes=0, min_eigenvalue=False))
+    loose = hessian_spectrum(net, data, k=2, trace_probes=0, min_eigenvalue=False)
+    assert grouped == loose
+    with pytest.raises(TypeError, match="unexpected keyword argument 'probes'.*'trace_probes'"):
+        hessian_spectrum(net, data, k=2, probes=3)

@@ -53,12 +53,15 @@ def test_budget_matched_masks_spend_the_same_budget():
     net = models.mlp([30, 64, 4])
     total = sum(net.get_parameter(n).numel() for n in prunable_parameters(net))
     for method in ("random", "magnitude"):
-        sparse = budget_matched_masks(net, 0.8, final_layer="prune", seed=0, method=method)
-        dense = budget_matched_masks(net, 0.8, final_layer="dense", seed=0, method=method)
+        sparse = budget_matched_masks(net, 0.8, final_layer_policy="prune", seed=0, method=method)
+        dense = budget_matched_masks(net, 0.8, final_layer_policy="dense", seed=0, method=method)
         assert sparse.num_kept == dense.num_kept == round(0.2 * total)
         assert bool(dense["fc2.weight"].all()) and not bool(sparse["fc2.weight"].all())
-    with pytest.raises(ValueError, match="dense final layer needs"):
-        budget_matched_masks(models.mlp([2, 64, 4]), 0.9, final_layer="dense")
+    with pytest.raises(ValueError, match="final_layer='dense' does not fit"):  # allocate's check, with the numbers
+        budget_matched_masks(models.mlp([2, 64, 4]), 0.9, final_layer_policy="dense")
+    with pytest.warns(DeprecationWarning, match="'final_layer_policy'"):
+        old = budget_matched_masks(net, 0.8, final_layer="dense", seed=0)
+    assert old == budget_matched_masks(net, 0.8, final_layer_policy="dense", seed=0)
 
 
 def test_paired_statistics_match_hand_computation():
@@ -93,3 +96,27 @@ def test_registry_restart_spread_runs_with_defaults():
     result = PROBES["restart_spread"](models.mlp([4, 8, 3]), (x, y))
     assert len(result.final_losses) == 5 and result.loss == "cross_entropy"
     assert len(set(result.final_losses)) == 5  # different seeds, different restarts
+
+
+def test_a_model_without_init_weights_restarts_from_the_one_reinit_function():
+    # nn.Sequential has no init_weights(generator): every module's reset_parameters() draws, seeded from the
+    # restart's seed (pruning.reinit.redraw_initial_weights), and the caller's global RNG is left alone.
+    from prune_landscape.modelcopy import copy_model
+    from prune_landscape.pruning.reinit import redraw_initial_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.ReLU(), torch.nn.Linear(10, 2))
+    x, y = _teacher_student(n=24, d=6, outputs=2)
+    masks = budget_matched_masks(net, 0.5, seed=1)
+    masks.apply_to(net)
+    state = torch.random.get_rng_state()
+    spread = restart_spread(net, (x, y), seeds=[3, 4], epochs=5, lr=0.05, batch_size=None)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for seed, value in zip(spread.seeds, spread.final_losses):
+        fresh = copy_model(net)
+        torch.nn.utils.prune.remove(fresh[0], "weight")
+        torch.nn.utils.prune.remove(fresh[2], "weight")
+        redraw_initial_weights(fresh, seed)
+        expected = train(fresh, (x, y), masks=masks, seed=seed, loss="mse", epochs=5, lr=0.05, batch_size=None)
+        assert value == expected.final_loss
+    assert spread.final_losses[0] != spread.final_losses[1]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from _probe_helpers import assert_restored, classification_data, pruned_mlp, snapshot
 from prune_landscape.probes import PROBES, filter_normalized_direction, interpolate, loss_surface
-from prune_landscape.probes._params import KeptParameters
+from prune_landscape.probes.kept import KeptParameters
 from prune_landscape.modelcopy import copy_model
 
 
@@ -123,16 +123,16 @@ def test_registry_surface_and_errors():
 
 def test_auto_chunk_is_sized_from_the_largest_activations_and_changes_no_value(monkeypatch):
     from prune_landscape import models
-    from prune_landscape.probes import _params
+    from prune_landscape.probes import batched
 
     net = models.mlp([3, 1000, 2])
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     kept = KeptParameters.from_model(net)
     # fc1 and act1 each output 8 x 1000 float32 = 32,000 bytes: one point's working set is 64,000 bytes.
-    assert _params.point_footprint(net, kept.values, x) == 64_000
-    assert _params.auto_chunk(net, kept.values, x) == _params.AUTO_CHUNK_MAX
-    monkeypatch.setattr(_params, "AUTO_CHUNK_BYTES", 200_000)
-    assert _params.auto_chunk(net, kept.values, x) == 3
+    assert batched.point_footprint(net, kept.values, x) == 64_000
+    assert batched.auto_chunk(net, kept.values, x) == batched.AUTO_CHUNK_MAX
+    monkeypatch.setattr(batched, "AUTO_CHUNK_BYTES", 200_000)
+    assert batched.auto_chunk(net, kept.values, x) == 3
     auto = loss_surface(net, (x, y), steps=5, dims=2, chunk="auto").array
     one_by_one = loss_surface(net, (x, y), steps=5, dims=2, chunk=1).array
     assert auto == pytest.approx(one_by_one, rel=1e-6)
@@ -160,7 +160,8 @@ def _pruned_bn_resnet():
 
 
 def test_batchnorm_nets_run_folded_and_channels_last_and_match_a_naive_loop():
-    from prune_landscape.probes._params import fast_forward, probing
+    from prune_landscape.probes.batched import fast_forward
+    from prune_landscape.probes.kept import probing
 
     net, (x, y) = _pruned_bn_resnet()
     before = snapshot(net)
@@ -197,7 +198,7 @@ def test_interpolation_moves_batchnorm_affine_parameters_through_the_folded_path
 
 
 def test_a_model_that_views_its_input_keeps_the_contiguous_layout():
-    from prune_landscape.probes._params import fast_forward
+    from prune_landscape.probes.batched import fast_forward
 
     class Viewing(torch.nn.Module):
         def __init__(self):
@@ -213,3 +214,21 @@ def test_a_model_that_views_its_input_keeps_the_contiguous_layout():
     assert fast_forward(net, KeptParameters.from_model(net), x).__name__ == "reference"
     surface = loss_surface(net, (x, y), steps=3, dims=1)
     assert surface.losses[1] == pytest.approx(_loss(net, x, y), rel=1e-12)
+
+
+def test_surface_and_grid_options_group_the_knobs_and_equal_the_loose_keywords():
+    from prune_landscape.probes import GridOptions, SurfaceOptions
+
+    net, _ = pruned_mlp(widths=(6, 5, 3))
+    data = classification_data()
+    options = SurfaceOptions(span=0.3, seed=4, batch_size=16, chunk=2)
+    grouped = loss_surface(net, data, steps=3, dims=2, options=options)
+    assert grouped == loss_surface(net, data, steps=3, dims=2, span=0.3, seed=4, batch_size=16, chunk=2)
+    assert grouped.alphas == pytest.approx((-0.3, 0.0, 0.3)) and grouped.seed == 4
+    other = copy_model(net)
+    path = interpolate(net, net, other, data, steps=3, options=GridOptions(max_samples=10, chunk=1))
+    assert path == interpolate(net, net, other, data, steps=3, max_samples=10, chunk=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'span'"):
+        interpolate(net, net, other, data, span=0.3)  # a slice's knob, not a path's
+    with pytest.raises(ValueError, match="span must be > 0, got 0"):
+        SurfaceOptions(span=0)

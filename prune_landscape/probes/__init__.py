@@ -8,6 +8,12 @@ the weights it came in with. Masks default to ``MaskSet.from_module(model)``.
 - :func:`final_layer_gap`: current vs masked-optimal vs dense-optimal final layer on fixed features.
 - :func:`restart_spread` / :func:`final_layer_ab`: restarts of one mask; sparse vs dense final layer A/B.
 
+Each entry takes its knobs as one frozen options value (:class:`HessianOptions`, :class:`SurfaceOptions`,
+:class:`GridOptions`, :class:`GapOptions`) or, as before, as keywords. The pieces underneath are public:
+:mod:`.kept` (kept coordinates, the probe set, the one :class:`ProbeLoss`), :mod:`.batched` (many points'
+losses at once), :mod:`.hessian_operator` (``H_kk`` as a SciPy ``LinearOperator``), :mod:`.estimators`
+(top-k, trace, density for any such operator) and :mod:`.head_solvers` (the head's convex problems).
+
 ``PROBES`` maps a name to a callable ``(model, data) -> result`` with default options; every result has
 ``to_dict()``, ``scalars()`` and ``figure()``.
 
@@ -28,8 +34,10 @@ from collections.abc import Callable
 from torch import nn
 
 from prune_landscape.batching import DataLike
-from prune_landscape.probes.final_layer_gap import FinalLayerGapResult, final_layer_gap
-from prune_landscape.probes.hessian import HessianResult, hessian_spectrum
+from prune_landscape.probes.final_layer_gap import FinalLayerGapResult, GapOptions, final_layer_gap
+from prune_landscape.probes.hessian import HessianOptions, HessianResult, hessian_spectrum
+from prune_landscape.probes.hessian_operator import KeptHessianOperator
+from prune_landscape.probes.kept import KeptParameters, ProbeLoss
 from prune_landscape.probes.restarts import (
     FinalLayerABResult,
     RestartSpreadResult,
@@ -38,7 +46,9 @@ from prune_landscape.probes.restarts import (
     restart_spread,
 )
 from prune_landscape.probes.surface import (
+    GridOptions,
     InterpolationResult,
+    SurfaceOptions,
     SurfaceResult,
     filter_normalized_direction,
     interpolate,
@@ -49,9 +59,16 @@ __all__ = [
     "PROBES",
     "FinalLayerABResult",
     "FinalLayerGapResult",
+    "GapOptions",
+    "GridOptions",
+    "HessianOptions",
     "HessianResult",
     "InterpolationResult",
+    "KeptHessianOperator",
+    "KeptParameters",
+    "ProbeLoss",
     "RestartSpreadResult",
+    "SurfaceOptions",
     "SurfaceResult",
     "budget_matched_masks",
     "filter_normalized_direction",

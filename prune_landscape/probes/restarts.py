@@ -10,8 +10,8 @@ signed-rank test.
 
 from __future__ import annotations
 
-import copy
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -23,7 +23,10 @@ from torch import nn
 from prune_landscape.batching import DataLike, first_batch, num_samples
 from prune_landscape.masks import MaskSet, find_parameter, make_pruning_permanent, prunable_parameters
 from prune_landscape.modelcopy import copy_model
-from prune_landscape.probes._params import resolve_loss
+from prune_landscape.probes.kept import resolve_loss
+from prune_landscape.pruning import prune
+from prune_landscape.pruning.allocation import FinalLayerPolicy, allocate, num_to_keep
+from prune_landscape.pruning.reinit import redraw_initial_weights
 from prune_landscape.structure import analyze_structure, final_layer_name
 from prune_landscape.training import train
 
@@ -132,18 +135,10 @@ class FinalLayerABResult:
 
 
 def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:
-    """A deep copy without pruning hooks, re-initialised from ``seed`` (the model's own init if it has one)."""
+    """A deep copy without pruning hooks, its weights re-drawn from ``seed`` (:func:`redraw_initial_weights`)."""
     fresh = copy_model(model)
     make_pruning_permanent(fresh)
-    generator = torch.Generator().manual_seed(int(seed))
-    if hasattr(fresh, "init_weights"):
-        fresh.init_weights(generator=generator)
-    else:  # PyTorch's default initialisers draw from the global RNG: fork it and seed it
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            for module in fresh.modules():
-                if module is not fresh and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+    redraw_initial_weights(fresh, int(seed))
     for param in fresh.parameters():
         param.grad = None
     return fresh
@@ -194,54 +189,43 @@ def restart_spread(
 
 
 def budget_matched_masks(
-    model: nn.Module, sparsity: float, *, final_layer: str = "prune", seed: int = 0, method: str = "random"
+    model: nn.Module,
+    sparsity: float,
+    *,
+    final_layer_policy: str = "prune",
+    seed: int = 0,
+    method: str = "random",
+    final_layer: str | None = None,
 ) -> MaskSet:
     """Global masks at one total budget, with the final layer pruned like the rest or kept dense.
 
-    Kept count over all prunable weights is ``round((1 - sparsity) * N)`` either way; ``final_layer="dense"``
-    keeps every final-layer weight and spends the rest of the budget on the other layers. ``method`` is
-    ``"random"`` (a seeded uniform choice) or ``"magnitude"`` (largest |w|). This stands in for
-    ``prune_landscape.pruning.prune(..., final_layer=...)`` for those two methods.
+    Kept count over all prunable weights is ``round((1 - sparsity) * N)`` either way;
+    ``final_layer_policy="dense"`` keeps every final-layer weight and spends the rest of the budget on the
+    other layers (:func:`prune_landscape.pruning.allocation.allocate` decides). ``method`` is ``"random"``
+    (seeded uniform scores) or ``"magnitude"`` (|w| of the unmasked weights); masks the model carries are
+    ignored. ``final_layer`` is the deprecated name of ``final_layer_policy``.
 
     Raises:
-        ValueError: if the dense final layer alone exceeds the budget.
+        ValueError: if the dense final layer alone exceeds the budget (with the numbers and the ways out).
     """
+    if final_layer is not None:
+        warnings.warn("budget_matched_masks(): the keyword 'final_layer' is deprecated; use 'final_layer_policy'",
+                      DeprecationWarning, stacklevel=2)
+        final_layer_policy = final_layer
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    if final_layer not in ("prune", "dense") or method not in ("random", "magnitude"):
-        raise ValueError(f"expected final_layer in ('prune', 'dense') and method in ('random', 'magnitude'), "
-                         f"got {final_layer!r}, {method!r}")
+    if final_layer_policy not in ("prune", "dense") or method not in ("random", "magnitude"):
+        raise ValueError(f"expected final_layer_policy in ('prune', 'dense') and method in ('random', 'magnitude'), "
+                         f"got {final_layer_policy!r}, {method!r}")
     names = prunable_parameters(model)
-    final = final_layer_name(model)
     weights = {n: find_parameter(model, n) for n in names}
     values = {n: getattr(m, f"{a}_orig", getattr(m, a)).detach().cpu() for n, (m, a) in weights.items()}
-    total = sum(v.numel() for v in values.values())
-    budget = round((1 - sparsity) * total)
     generator = torch.Generator().manual_seed(int(seed))
     scores = {n: (torch.rand(v.shape, generator=generator) if method == "random" else v.abs().double()) for n, v in values.items()}
-    fixed = values[final].numel() if final_layer == "dense" else 0
-    if fixed > budget:
-        raise ValueError(f"a dense final layer needs {fixed} weights but the budget at sparsity {sparsity} is {budget}")
-    free = [n for n in names if not (final_layer == "dense" and n == final)]
-    flat = torch.cat([scores[n].reshape(-1).double() for n in free])
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[torch.topk(flat, budget - fixed).indices] = True
-    masks, offset = {}, 0
-    for n in names:
-        if n in free:
-            masks[n] = keep[offset : offset + values[n].numel()].reshape(values[n].shape)
-            offset += values[n].numel()
-        else:
-            masks[n] = torch.ones(values[n].shape, dtype=torch.bool)
-    return MaskSet(masks)
-
-
-def _ab_masks(model: nn.Module, method: str, sparsity: float, data: DataLike, final_layer: str, seed: int) -> MaskSet:
-    try:
-        from prune_landscape.pruning import prune
-    except ImportError:  # the pruning package has not landed: same budget rule, random/magnitude only
-        return budget_matched_masks(model, sparsity, final_layer=final_layer, seed=seed, method=method)
-    return prune(model, method, sparsity, data, final_layer=final_layer, seed=seed)
+    everything = {n: torch.ones(v.shape, dtype=torch.bool) for n, v in values.items()}
+    budget = num_to_keep(1 - sparsity, sum(v.numel() for v in values.values()))
+    return MaskSet(allocate(scores, everything, budget, final_layer=final_layer_name(model),
+                            policy=FinalLayerPolicy.parse(final_layer_policy)))
 
 
 def final_layer_ab(
@@ -285,7 +269,7 @@ def final_layer_ab(
     for seed in seed_values:
         base = _fresh_copy(model, seed)
         for arm, results in (("prune", sparse_losses), ("dense", dense_losses)):
-            masks = _ab_masks(base, method, sparsity, data, arm, seed)
+            masks = prune(base, method, sparsity, data, final_layer=arm, seed=seed)
             trained = copy_model(base)
             results.append(train(trained, data, masks=masks, seed=seed, loss=loss, **train_options).final_loss)
             if arm == "prune":

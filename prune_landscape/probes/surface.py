@@ -5,7 +5,9 @@ Gaussian entries, masked, each output unit's row/filter rescaled to the norm of 
 *masked* weights; directions for biases and other 1-D tensors (BatchNorm) are zero. Grid points are
 evaluated through ``torch.func.functional_call``, one by one or in ``torch.vmap`` chunks, whichever the
 first points show to be faster, with eval-mode BatchNorm folded and channels-last images where they agree
-with the model (:func:`prune_landscape.probes._params.fast_forward`); the model is never written.
+with the model (:func:`prune_landscape.probes.batched.fast_forward`); the model is never written. The knobs of each
+entry travel together as a frozen :class:`GridOptions` / :class:`SurfaceOptions`; each is still accepted
+as a keyword.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +23,56 @@ from torch import nn
 
 from prune_landscape.batching import DataLike
 from prune_landscape.layers import current_tensor
-from prune_landscape.probes._params import Batches, KeptParameters, batched_losses, probing, resolve_loss
-from prune_landscape.training import loss_function
+from prune_landscape.options import with_keywords
+from prune_landscape.probes.batched import batched_losses, check_chunk
+from prune_landscape.probes.kept import Batches, KeptParameters, ProbeLoss, probing, resolve_loss
 
-__all__ = ["InterpolationResult", "SurfaceResult", "filter_normalized_direction", "interpolate", "loss_surface"]
+__all__ = [
+    "GridOptions",
+    "InterpolationResult",
+    "SurfaceOptions",
+    "SurfaceResult",
+    "filter_normalized_direction",
+    "interpolate",
+    "loss_surface",
+]
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """How many points' losses are evaluated: the data streamed once, points ``chunk`` at a time.
+
+    Attributes:
+        batch_size, max_samples: the probe set is streamed in batches of ``batch_size`` (at most
+            ``max_samples`` samples; None for all).
+        chunk: points per vmapped evaluation (memory grows with it); ``"auto"`` fits about 256 MiB of
+            activations, at most 32 points, and keeps one-by-one calls when they are faster.
+    """
+
+    batch_size: int = 2048
+    max_samples: int | None = None
+    chunk: int | str = "auto"
+
+    def __post_init__(self):
+        check_chunk(self.chunk)
+
+
+@dataclass(frozen=True)
+class SurfaceOptions(GridOptions):
+    """:class:`GridOptions` plus the slice's extent and directions.
+
+    Attributes:
+        span: half-width of the grid in units of the filter-normalised directions.
+        seed: decides the directions.
+    """
+
+    span: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.span > 0:
+            raise ValueError(f"span must be > 0, got {self.span}")
 
 
 @dataclass(frozen=True)
@@ -159,27 +208,22 @@ def loss_surface(
     steps: int = 21,
     dims: int = 2,
     *,
-    span: float = 1.0,
     masks: Mapping[str, torch.Tensor] | None = None,
     loss: str = "auto",
-    seed: int = 0,
-    batch_size: int = 2048,
-    max_samples: int | None = None,
-    chunk: int | str = "auto",
+    options: SurfaceOptions | None = None,
+    **knobs: Any,
 ) -> SurfaceResult:
     """The loss on a ``steps`` (x ``steps``) grid ``theta + alpha d1 (+ beta d2)``, alpha, beta in [-span, span].
 
     Args:
         model: the (pruned) network; evaluated in eval mode, returned unchanged.
-        data: the probe set, streamed once in batches of ``batch_size`` (at most ``max_samples`` samples).
+        data: the probe set, streamed once.
         steps: grid points per axis (odd values put a point exactly at the centre).
         dims: 1 or 2.
-        span: half-width of the grid in units of the filter-normalised directions.
         masks: default the model's own.
         loss: ``"cross_entropy"``, ``"mse"`` or ``"auto"``.
-        seed: decides the directions.
-        chunk: grid points per vmapped evaluation (memory grows with it); ``"auto"`` fits about 256 MiB of
-            activations, at most 32 points.
+        options: a :class:`SurfaceOptions` (span, seed, batch_size, max_samples, chunk).
+        **knobs: any :class:`SurfaceOptions` field by name, overriding ``options``.
 
     Returns:
         A frozen :class:`SurfaceResult`.
@@ -197,22 +241,16 @@ def loss_surface(
         raise ValueError(f"dims must be 1 or 2, got {dims!r}")
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an int >= 2, got {steps!r}")
-    if not span > 0:
-        raise ValueError(f"span must be > 0, got {span}")
+    options = with_keywords(SurfaceOptions, options, knobs, where="loss_surface")
     loss = resolve_loss(loss, data)
     kept = KeptParameters.from_model(model, masks)
-    batches = Batches(data, batch_size, max_samples, kept.device)
-    generator = torch.Generator().manual_seed(int(seed))
+    batches = Batches(data, options.batch_size, options.max_samples, kept.device)
+    generator = torch.Generator().manual_seed(int(options.seed))
     directions = [filter_normalized_direction(kept, generator) for _ in range(dims)]
-    axis = torch.linspace(-span, span, steps, dtype=torch.float64)
-    if dims == 1:
-        coefficients = axis.unsqueeze(1)
-    else:
-        alpha, beta = torch.meshgrid(axis, axis, indexing="ij")
-        coefficients = torch.stack([alpha.reshape(-1), beta.reshape(-1)], dim=1)
-    coefficients = torch.cat([torch.zeros(1, dims, dtype=torch.float64), coefficients])  # the centre, exactly
+    axis = torch.linspace(-options.span, options.span, steps, dtype=torch.float64)
     with probing(model):
-        values = batched_losses(model, kept, kept.values, directions, coefficients, batches, loss_function(loss), chunk)
+        values = batched_losses(model, kept, kept.values, directions, _grid(axis, dims), batches, ProbeLoss(loss),
+                                options.chunk)
     grid = values[1:].reshape((steps,) * dims)
     return SurfaceResult(
         alphas=tuple(axis.tolist()),
@@ -221,8 +259,18 @@ def loss_surface(
         center_loss=float(values[0]),
         dims=dims,
         loss=loss,
-        seed=int(seed),
+        seed=int(options.seed),
     )
+
+
+def _grid(axis: torch.Tensor, dims: int) -> torch.Tensor:
+    """The centre (exactly zero), then every grid point (alpha-major in 2-D): one row of coefficients each."""
+    if dims == 1:
+        coefficients = axis.unsqueeze(1)
+    else:
+        alpha, beta = torch.meshgrid(axis, axis, indexing="ij")
+        coefficients = torch.stack([alpha.reshape(-1), beta.reshape(-1)], dim=1)
+    return torch.cat([torch.zeros(1, dims, dtype=torch.float64), coefficients])
 
 
 def _point(model: nn.Module, kept: KeptParameters, point: nn.Module | Mapping[str, torch.Tensor], role: str) -> dict[str, torch.Tensor]:
@@ -266,9 +314,8 @@ def interpolate(
     *,
     masks: Mapping[str, torch.Tensor] | None = None,
     loss: str = "auto",
-    batch_size: int = 2048,
-    max_samples: int | None = None,
-    chunk: int | str = "auto",
+    options: GridOptions | None = None,
+    **knobs: Any,
 ) -> InterpolationResult:
     """Loss of ``model``'s architecture along the segment from ``start`` to ``end`` (both masked by ``masks``).
 
@@ -276,7 +323,12 @@ def interpolate(
         model: supplies the architecture, buffers and masks; never written.
         start, end: modules of the same architecture, or mappings from parameter name (``"fc.weight"`` or
             ``"fc.weight_orig"``) to tensor, e.g. the init and the trained weights, or two solutions.
+        data: the probe set, streamed once.
         steps: points on the segment, endpoints included.
+        masks: default the model's own.
+        loss: ``"cross_entropy"``, ``"mse"`` or ``"auto"``.
+        options: a :class:`GridOptions` (batch_size, max_samples, chunk).
+        **knobs: any :class:`GridOptions` field by name, overriding ``options``.
 
     Returns:
         A frozen :class:`InterpolationResult`.
@@ -291,16 +343,17 @@ def interpolate(
     """
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    options = with_keywords(GridOptions, options, knobs, where="interpolate")
     loss = resolve_loss(loss, data)
     kept = KeptParameters.from_model(model, masks)
     first, last = _point(model, kept, start, "start"), _point(model, kept, end, "end")
-    batches = Batches(data, batch_size, max_samples, kept.device)
+    batches = Batches(data, options.batch_size, options.max_samples, kept.device)
     ts = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
     # (1 - t) * start + t * end with a zero base: both endpoints are reproduced bit for bit.
     origin = {name: torch.zeros_like(first[name]) for name in kept.names}
     coefficients = torch.stack([1 - ts, ts], dim=1)
     with probing(model):
-        values = batched_losses(model, kept, origin, [first, last], coefficients, batches, loss_function(loss), chunk)
+        values = batched_losses(model, kept, origin, [first, last], coefficients, batches, ProbeLoss(loss), options.chunk)
     t = ts.numpy()
     barrier = float(np.nanmax(values - ((1 - t) * values[0] + t * values[-1])))
     return InterpolationResult(tuple(t.tolist()), tuple(float(v) for v in values), barrier, loss)
