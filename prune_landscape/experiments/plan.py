@@ -50,11 +50,11 @@ _PLAN_TRAIN_KEYS = ("model", "data", "epochs", "lr", "seed", "masks")
 
 def _check_train_options(options: Mapping[str, Any]) -> None:
     """Every ``train_options`` name and value, checked before any work (``fit.*`` in the CLI)."""
-    import inspect
+    import dataclasses
 
-    from prune_landscape.training import LOSSES, train
+    from prune_landscape.training import LOSSES, TrainConfig
 
-    accepted = sorted(set(inspect.signature(train).parameters) - set(_PLAN_TRAIN_KEYS))
+    accepted = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_PLAN_TRAIN_KEYS))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"fit.{unknown[0]}: unknown training option; expected some of {accepted}")
