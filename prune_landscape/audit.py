@@ -35,8 +35,6 @@ from prune_landscape.datacheck import check_data
 from prune_landscape.layers import Scope, prunable_parameters
 from prune_landscape.masks import MaskSet
 from prune_landscape.options import with_keywords
-from prune_landscape.probes import PROBES
-from prune_landscape.probes.final_layer_gap import final_layer_gap
 from prune_landscape.remedy import PIPELINES, Remedy, plan_remedy
 from prune_landscape.report import AuditReport
 from prune_landscape.structure import Structure, analyze_structure
@@ -159,13 +157,22 @@ def _with_example_from(options: StructureOptions, data: DataLike | None) -> Stru
     return replace(options, example_input=inputs[:2] if isinstance(inputs, torch.Tensor) else inputs)
 
 
+def _probe_registry() -> Mapping[str, Callable]:
+    # Imported on use: the probes package loads scipy (about 1.3 s), and an audit without probes or data
+    # never needs it.
+    from prune_landscape.probes import PROBES
+
+    return PROBES
+
+
 def _resolve_probes(probes: Iterable[str | Callable]) -> dict[str, Callable]:
     resolved: dict[str, Callable] = {}
+    registry = _probe_registry() if any(isinstance(p, str) for p in probes) else {}
     for probe in probes:
         if isinstance(probe, str):
-            if probe not in PROBES:
-                raise ValueError(f"unknown probe {probe!r}; expected one of {sorted(PROBES)} or a callable")
-            resolved[probe] = PROBES[probe]
+            if probe not in registry:
+                raise ValueError(f"unknown probe {probe!r}; expected one of {sorted(registry)} or a callable")
+            resolved[probe] = registry[probe]
         elif callable(probe):
             resolved[getattr(probe, "__name__", type(probe).__name__)] = probe
         else:
@@ -177,7 +184,7 @@ def _run_probes(probes: Mapping[str, Callable], model: nn.Module, data: DataLike
     results: dict[str, Any] = {}
     for name, probe in probes.items():
         # The price already is the final-layer-gap probe on these masks: never solve it twice.
-        reuse = name == "final_layer_gap" and price is not None and probe is PROBES.get("final_layer_gap")
+        reuse = name == "final_layer_gap" and price is not None and probe is _probe_registry().get("final_layer_gap")
         results[name] = price if reuse else probe(model, data)
     return results
 
@@ -202,6 +209,8 @@ def _head_price(model: nn.Module, data: DataLike | None, masks: MaskSet | None, 
         return None, "dense head: the price is 0 by definition"
     if not structure.connected:
         return None, "no input-output path: the features carry nothing to price"
+    from prune_landscape.probes.final_layer_gap import final_layer_gap  # on use: see _probe_registry
+
     try:
         return final_layer_gap(model, data, masks=masks, final_layer=structure.final_layer,
                                max_samples=n_samples or 20_000), ""
