@@ -214,14 +214,25 @@ def collect_facts(
     notes: dict[str, str] = {}
     n, data_n = _sample_counts(data, n_samples, notes)
     final_mask = net.mask(structure.final_layer)
-    common = dict(  # the facts both scopes share
-        structure=structure, d_y=final_mask.shape[0], n=n, weight_decay=float(weight_decay), notes=notes,
-        output_bias=getattr(model.get_submodule(structure.final.module), "bias", None) is not None,
-    )
+    common = _Common(structure=structure, d_y=final_mask.shape[0], n=n, weight_decay=float(weight_decay),
+                     output_bias=getattr(model.get_submodule(structure.final.module), "bias", None) is not None,
+                     notes=notes)
     positions = _mlp_linear_positions(net)
     if positions is None:
         return _head_facts(net, final_mask, common)
-    return _mlp_facts(net, positions, DataFacts.read(data, data_n, n, common["output_bias"]), seed, common)
+    return _mlp_facts(net, positions, DataFacts.read(data, data_n, n, common.output_bias), seed, common)
+
+
+@dataclass(frozen=True)
+class _Common:
+    """The facts both scopes share (the keyword arguments of :class:`NetworkFacts` they have in common)."""
+
+    structure: Structure
+    d_y: int
+    n: int | None
+    weight_decay: float
+    output_bias: bool
+    notes: dict[str, str]
 
 
 def _sample_counts(data, n_samples: int | None, notes: dict[str, str]) -> tuple[int | None, int | None]:
@@ -256,9 +267,9 @@ def _mlp_linear_positions(net: _Network) -> list[int] | None:
     return positions if example is not None and is_plain_chain(net.model, net.chain, example[:2]) else None
 
 
-def _head_facts(net: _Network, final_mask: np.ndarray, common: dict) -> NetworkFacts:
+def _head_facts(net: _Network, final_mask: np.ndarray, common: _Common) -> NetworkFacts:
     """``"head"`` scope: only the final layer (features -> outputs) is modelled."""
-    notes, structure = common["notes"], net.structure
+    notes, structure = common.notes, net.structure
     notes["scope"] = ("the forward pass is not a chain of Linear layers with elementwise activations "
                       "(conv, normalisation, residual or functional ops): only the classifier head is modelled; "
                       "no theorem covers the body")
@@ -270,13 +281,14 @@ def _head_facts(net: _Network, final_mask: np.ndarray, common: dict) -> NetworkF
     elif not acts:
         notes["activation"] = "no activation module in the forward pass (functional activations are invisible)"
     closedness, pair = _head_closedness(net, final_mask, notes)
-    d_y = common["d_y"]
+    d_y = common.d_y
     return NetworkFacts(
         scope="head", activation=kind, activation_modules=acts, unrecognised=unrecognised, hidden_layers=None,
         hidden_biases=None, layer_names=(structure.final_layer,), widths=(structure.last_hidden_units, d_y),
         effective_widths=(structure.last_hidden_width, d_y), d=None, whitened=None, distinct_restricted_inputs=None,
         closedness=closedness, closedness_layers=pair, rank=None, sparse_beyond_first=None,
-        first_layer_non_intersected=None, dense_layers=(structure.final_layer_dense,), masks=(final_mask,), **common,
+        first_layer_non_intersected=None, dense_layers=(structure.final_layer_dense,), masks=(final_mask,),
+        **vars(common),
     )
 
 
@@ -300,9 +312,9 @@ def _head_closedness(net: _Network, final_mask: np.ndarray,
     return None, ()
 
 
-def _mlp_facts(net: _Network, positions: list[int], data: DataFacts, seed: int, common: dict) -> NetworkFacts:
+def _mlp_facts(net: _Network, positions: list[int], data: DataFacts, seed: int, common: _Common) -> NetworkFacts:
     """``"mlp"`` scope: every Linear layer, the activations between them, the data's whitening and distinctness."""
-    notes, classes = common["notes"], net.classes
+    notes, classes = common.notes, net.classes
     linear_names = [net.chain[i][0] for i in positions]
     weights = [f"{name}.weight" for name in linear_names]
     layer_masks = [net.mask(w) for w in weights]
@@ -312,7 +324,7 @@ def _mlp_facts(net: _Network, positions: list[int], data: DataFacts, seed: int, 
         notes["activation"] = f"unrecognised activation modules {list(net.unrecognised)}"
     alive = [net.structure.layer(w).alive.numpy() for w in weights]
     widths = (layer_masks[0].shape[1], *(m.shape[0] for m in layer_masks))
-    effective = (int(layer_masks[0][alive[0]].any(axis=0).sum()), *(int(a.sum()) for a in alive[:-1]), common["d_y"])
+    effective = (int(layer_masks[0][alive[0]].any(axis=0).sum()), *(int(a.sum()) for a in alive[:-1]), common.d_y)
     dense_layers = tuple(bool(m.all()) for m in layer_masks)
     m1_alive = layer_masks[0][alive[0]] if len(layer_masks) > 1 else layer_masks[0]
     closedness, pair = None, ()
@@ -323,7 +335,7 @@ def _mlp_facts(net: _Network, positions: list[int], data: DataFacts, seed: int, 
     notes.update(data.notes(one_hidden=len(layer_masks) == 2))
     distinct = data.distinct(layer_masks[0], alive[0]) if len(layer_masks) == 2 else None
     rank = None
-    n, fan_in = common["n"], net.structure.fan_in
+    n, fan_in = common.n, net.structure.fan_in
     if kind in ("smooth",) and n is not None and fan_in and min(fan_in) >= n:
         rank = check_rank_condition(net.chain, dict(zip(linear_names, layer_masks)), data.inputs, n, widths[0], seed=seed)
     return NetworkFacts(
@@ -334,5 +346,5 @@ def _mlp_facts(net: _Network, positions: list[int], data: DataFacts, seed: int, 
         distinct_restricted_inputs=distinct, closedness=closedness, closedness_layers=pair, rank=rank,
         sparse_beyond_first=any(not dense for dense in dense_layers[1:]),
         first_layer_non_intersected=bool((m1_alive.sum(axis=0) <= 1).all()) if len(layer_masks) > 1 else None,
-        dense_layers=dense_layers, masks=tuple(layer_masks), **common,
+        dense_layers=dense_layers, masks=tuple(layer_masks), **vars(common),
     )
