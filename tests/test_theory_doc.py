@@ -1,8 +1,9 @@
 """docs/THEORY.md against the code that cites it: rule entries, cited sections, provenance, verdicts, examples.
 
 The code is the oracle: the rule ids come from ``prune_landscape.theory`` (``rule_ids()`` / ``RULES``) and
-from the ids written in the rule modules; the provenance and verdict of each rule are read from the
-``Finding(...)`` calls in those modules with ``ast``; the ``>>>`` examples of the doc run against the package.
+from the ids written in the rule modules; the provenance and verdict of each rule are read with ``ast`` from its
+``Rule(...)`` declaration and the ``rule.finding(...)`` calls of its check; the ``>>>`` examples of the doc run
+against the package.
 """
 
 from __future__ import annotations
