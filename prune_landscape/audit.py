@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -59,7 +59,7 @@ class StructureOptions:
         prunable: the prunable set, ``"layers"`` or ``"all"`` (with embeddings and recurrent weights).
     """
 
-    example_input: Any = None
+    example_input: Any = field(default=None, compare=False)  # tensors do not compare to one bool
     output_transform: Callable[[Any], torch.Tensor] | None = None
     final_layer_name: str | None = None
     prunable: Scope = "layers"
