@@ -30,6 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, check_final_layer_budget
+
 __all__ = ["PIPELINES", "Remedy", "plan_remedy"]
 
 #: The pipelines a remedy is written for, in the order they are shown.
@@ -105,6 +109,13 @@ def _parameter_list(final_module: str, body: Sequence[tuple[str, str, int]]) -> 
     return f'[(m, "weight") for m in model.modules() if isinstance(m, {types}) and m is not {_attribute_path(final_module)}]'
 
 
+def _floor_count(final_module: str, final_total: int, min_density: float, kept: int) -> int:
+    """Weights a head of ``final_total`` keeps under ``prune(..., final_layer="min_density=x")``: the pruning
+    package's own budget rule, so the remedy's cost and what the setting does agree by construction."""
+    whole = {final_module: torch.ones(final_total, dtype=torch.bool)}
+    return check_final_layer_budget(whole, kept, final_module, FinalLayerPolicy(FinalLayerMode.MIN_DENSITY, min_density))
+
+
 def plan_remedy(*, final_module: str, final_total: int, final_kept: int, kept: int, total: int,
                 body: Sequence[tuple[str, str, int]], pipeline: str = "prune_landscape") -> Remedy:
     """The remedy for a sparse final layer, with exact cost, for every pipeline.
@@ -131,7 +142,7 @@ def plan_remedy(*, final_module: str, final_total: int, final_kept: int, kept: i
     min_density = None
     if not feasible:
         min_density = math.floor(1000 * max(spare, 0) / final_total) / 1000
-        head = max(math.ceil(min_density * final_total - 1e-9), final_kept) if min_density > 0 else final_kept
+        head = max(_floor_count(final_module, final_total, min_density, kept), final_kept) if min_density > 0 else final_kept
     extra = head - final_kept
     fraction = extra / max(1, kept)
     dense_sparsity = None if feasible else 1 - (final_total + body_minimum) / total

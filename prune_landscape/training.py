@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 from prune_landscape.batching import DataLike, iter_batches, require_data
 from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet, find_parameter
+from prune_landscape.options import with_keywords
 
-__all__ = ["LOSSES", "TrainResult", "evaluate", "loss_function", "masked_parameters", "train"]
+__all__ = ["LOSSES", "TrainConfig", "TrainResult", "evaluate", "loss_function", "masked_parameters", "train"]
 
 #: Loss names accepted by :func:`train`, :func:`evaluate` and the probes.
 LOSSES = ("cross_entropy", "mse")
@@ -127,37 +128,72 @@ def _batches(data: DataLike, batch_size: int | None, generator: torch.Generator,
         yield inputs[index], targets[index]
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """The knobs of :func:`train` (each also accepted by ``train`` as a keyword of the same name).
+
+    Attributes:
+        epochs: passes over the data.
+        lr: learning rate.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty coefficient (coupled, as in torch.optim).
+        loss: ``"cross_entropy"`` or ``"mse"``.
+        batch_size: batch size for Datasets and tensor pairs; None trains full-batch.
+        shuffle: reshuffle each epoch.
+
+    Raises:
+        ValueError: on construction, for a value out of range (naming it).
+    """
+
+    epochs: int = 10
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    loss: str = "cross_entropy"
+    batch_size: int | None = 128
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {self.batch_size}")
+        loss_function(self.loss)  # an unknown loss name fails here, with the accepted ones
+
+    def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The torch optimizer these knobs describe, over ``params``."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
 def train(
     model: nn.Module,
     data: DataLike,
+    config: TrainConfig | None = None,
     *,
-    epochs: int = 10,
-    lr: float = 0.1,
-    optimizer: str = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    loss: str = "cross_entropy",
     seed: int = 0,
     masks: Mapping[str, torch.Tensor] | None = None,
-    batch_size: int | None = 128,
-    shuffle: bool = True,
+    **knobs: Any,
 ) -> TrainResult:
     """Train ``model`` in place under its masks; pruned weights are exactly zero before, during and after.
 
     Args:
         model: the network (pruned with torch.nn.utils.prune, parametrized, or with exact zeros).
         data: a DataLoader (used as is: its own batch size and order), a Dataset or an (inputs, targets) pair.
-        epochs: passes over ``data``.
-        lr: learning rate.
-        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty coefficient (coupled, as in torch.optim).
-        loss: ``"cross_entropy"`` or ``"mse"``.
+        config: the knobs (:class:`TrainConfig`); default ``TrainConfig()``.
         seed: decides the batch order and dropout; same seed, same result.
         masks: the masks to keep; default ``MaskSet.from_module(model)``. Masks for hooked tensors are
             written into their buffers.
-        batch_size: batch size for Datasets and tensor pairs; None trains full-batch.
-        shuffle: reshuffle each epoch.
+        **knobs: fields of :class:`TrainConfig` one by one (``epochs=3, lr=0.05``); they override ``config``.
 
     Returns:
         A frozen :class:`TrainResult`. The model is left in the mode it came in.
@@ -172,68 +208,68 @@ def train(
         True
     """
     require_data(data, "train")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
-    criterion = loss_function(loss)
-    check_data(model, data, loss=loss, name="train data")  # wrong shapes or labels: one clear error, before any step
+    config = with_keywords(TrainConfig, config, knobs, where="train")
+    check_data(model, data, loss=config.loss, name="train data")  # wrong shapes or labels: one clear error, before any step
     given = masks is not None
     masks = MaskSet.for_model(model, masks)
     if given:  # keep torch.nn.utils.prune's buffers in step with the masks we enforce
-        hooked = {}
-        for name, mask in masks.items():
-            module, attr = find_parameter(model, name)
-            if f"{attr}_mask" in module._buffers:
-                hooked[name] = mask
-        if hooked:
-            MaskSet(hooked).apply_to(model)
+        _write_hooked_masks(model, masks)
     pairs = masked_parameters(model, masks)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(int(seed))
+    opt = config.make_optimizer([p for p in model.parameters() if p.requires_grad])
     was_training = model.training
-    epoch_losses: list[float] = []
-    steps = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        with torch.no_grad():
-            for param, mask in pairs:
-                param.mul_(mask)
+        _apply_masks(pairs)
         model.train()
-        for _ in range(epochs):
-            total, count = 0.0, 0
-            for x, y in _batches(data, batch_size, generator, shuffle):
-                x, y = x.to(device), y.to(device)
-                opt.zero_grad(set_to_none=True)
-                value = criterion(model(x), y)
-                value.backward()
-                with torch.no_grad():
-                    for param, mask in pairs:
-                        if param.grad is not None:
-                            param.grad.mul_(mask)
-                opt.step()
-                with torch.no_grad():
-                    for param, mask in pairs:
-                        param.mul_(mask)
-                total += float(value.detach()) * x.shape[0]
-                count += x.shape[0]
-                steps += 1
-            epoch_losses.append(total / max(count, 1))
+        epoch_losses, steps = _run_epochs(model, data, pairs, opt, config, torch.Generator().manual_seed(int(seed)))
     opt.zero_grad(set_to_none=True)
     model.train(was_training)
-    final_loss, final_accuracy = evaluate(model, data, loss=loss)
+    final_loss, final_accuracy = evaluate(model, data, loss=config.loss)
     return TrainResult(tuple(epoch_losses), final_loss, final_accuracy, steps, int(seed))
+
+
+def _write_hooked_masks(model: nn.Module, masks: MaskSet) -> None:
+    """Write the masks of tensors held by torch.nn.utils.prune hooks into their buffers."""
+    hooked = {}
+    for name, mask in masks.items():
+        module, attr = find_parameter(model, name)
+        if f"{attr}_mask" in module._buffers:
+            hooked[name] = mask
+    if hooked:
+        MaskSet(hooked).apply_to(model)
+
+
+@torch.no_grad()
+def _apply_masks(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for param, mask in pairs:
+        param.mul_(mask)
+
+
+def _run_epochs(model: nn.Module, data: DataLike, pairs: list[tuple[nn.Parameter, torch.Tensor]],
+                opt: torch.optim.Optimizer, config: TrainConfig, generator: torch.Generator) -> tuple[list[float], int]:
+    """The epochs: per step, pruned entries' gradients are zeroed before it and their weights after it."""
+    criterion = loss_function(config.loss)
+    device = next(model.parameters()).device
+    epoch_losses: list[float] = []
+    steps = 0
+    for _ in range(config.epochs):
+        total, count = 0.0, 0
+        for x, y in _batches(data, config.batch_size, generator, config.shuffle):
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad(set_to_none=True)
+            value = criterion(model(x), y)
+            value.backward()
+            with torch.no_grad():
+                for param, mask in pairs:
+                    if param.grad is not None:
+                        param.grad.mul_(mask)
+            opt.step()
+            _apply_masks(pairs)
+            total += float(value.detach()) * x.shape[0]
+            count += x.shape[0]
+            steps += 1
+        epoch_losses.append(total / max(count, 1))
+    return epoch_losses, steps
 
 
 @torch.no_grad()

@@ -199,8 +199,23 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         weight_decay: the training's weight decay (decides whether a non-closedness certificate is RISKY).
         data_given: the audit had data, so a head whose weight is dense has a measured price of 0.
     """
-    s = structure
-    reasons: list[Reason] = []
+    reasons = [
+        *_broken_reasons(structure),
+        *_landscape_reasons(landscape, baseline, _measured_price(structure, price, data_given)),
+        *_existence_reasons(existence, baseline, weight_decay),
+        *_head_reasons(structure, baseline, price, price_note),
+    ]
+    if not reasons:
+        reasons.append(Reason("DENSE-HEAD", MaskLevel.SAFE,
+                              f"dense head: every output sees all {structure.last_hidden_width} effective last-hidden "
+                              f"units; nothing beyond the dense network's baseline"))
+    reasons.sort(key=lambda r: -int(r.level))
+    return MaskVerdict(level=reasons[0].level, reasons=tuple(reasons), price=price, price_note=price_note)
+
+
+def _broken_reasons(s: Structure) -> list[Reason]:
+    """NO-PATH, COLLAPSED, DEAD-OUTPUT: what the structure alone shows cannot train."""
+    reasons = []
     if not s.connected:
         reasons.append(Reason("NO-PATH", MaskLevel.BROKEN, "no input reaches any output"))
     if s.collapsed_layers:
@@ -210,13 +225,21 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         dead = sum(1 for f in s.fan_in if f == 0)
         reasons.append(Reason("DEAD-OUTPUT", MaskLevel.BROKEN,
                               f"{dead} of {len(s.fan_in)} outputs have no effective fan-in (they can only be constant)"))
+    return reasons
 
-    # The head's measured price: the probe's value, 0 for a head whose weight is dense, unknown without data.
-    measured = None
+
+def _measured_price(s: Structure, price: Any, data_given: bool) -> float | None:
+    """The head's measured relative price: the probe's value, 0 for a head whose weight is dense, unknown without data."""
     if price is not None and math.isfinite(float(price.relative_price)):
-        measured = float(price.relative_price)
-    elif data_given and s.final.kept == s.final.total:
-        measured = 0.0
+        return float(price.relative_price)
+    if data_given and s.final.kept == s.final.total:
+        return 0.0
+    return None
+
+
+def _landscape_reasons(landscape: Verdict, baseline: Baseline, measured: float | None) -> list[Reason]:
+    """The RISKY rules this mask adds to the dense network's (CAUTION when the measured price is small), BENIGN-LOST."""
+    reasons = []
     base_risky = _risky_rules(baseline.landscape)
     for rule, explanation in _risky_rules(landscape).items():
         if rule not in base_risky and rule in landscape.rules:
@@ -232,15 +255,24 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
         reasons.append(Reason("BENIGN-LOST", MaskLevel.CAUTION,
                               f"the dense network is {baseline.landscape.verdict.name} by {', '.join(baseline.landscape.rules)}; "
                               f"this mask is {landscape.verdict.name}"))
-    if existence.certificate is not None and baseline.existence.certificate is None:
-        if existence.verdict is Existence.OPTIMUM_MAY_NOT_EXIST and weight_decay == 0:
-            reasons.append(Reason("EXISTENCE", MaskLevel.RISKY,
-                                  f"{', '.join(existence.rules)}: the optimum may not exist ({existence.certificate}); "
-                                  f"weight decay > 0 restores it"))
-        else:
-            reasons.append(Reason("EXISTENCE-WD", MaskLevel.CAUTION,
-                                  f"non-closed ({existence.certificate}); only the weight decay keeps an optimum"))
+    return reasons
 
+
+def _existence_reasons(existence: Verdict, baseline: Baseline, weight_decay: float) -> list[Reason]:
+    """EXISTENCE (a non-closedness certificate the mask added) or EXISTENCE-WD (weight decay neutralises it)."""
+    if existence.certificate is None or baseline.existence.certificate is not None:
+        return []
+    if existence.verdict is Existence.OPTIMUM_MAY_NOT_EXIST and weight_decay == 0:
+        return [Reason("EXISTENCE", MaskLevel.RISKY,
+                       f"{', '.join(existence.rules)}: the optimum may not exist ({existence.certificate}); "
+                       f"weight decay > 0 restores it")]
+    return [Reason("EXISTENCE-WD", MaskLevel.CAUTION,
+                   f"non-closed ({existence.certificate}); only the weight decay keeps an optimum")]
+
+
+def _head_reasons(s: Structure, baseline: Baseline, price: Any, price_note: str) -> list[Reason]:
+    """PRICE (a material measured price) or SPARSE-HEAD, and NARROWED (fewer effective units enter the head)."""
+    reasons = []
     head = (f"{'sparse' if not s.final_layer_dense else 'cut'} head: {100 * s.final_layer_density:.1f} % kept, "
             f"per-output fan-in min/median/max {s.fan_in_min}/{s.fan_in_median:g}/{s.fan_in_max} of "
             f"{s.last_hidden_width} effective units")
@@ -256,9 +288,4 @@ def judge_mask(structure: Structure, landscape: Verdict, existence: Verdict, bas
     if s.last_hidden_width < baseline.last_hidden_width and s.connected:
         reasons.append(Reason("NARROWED", MaskLevel.CAUTION,
                               f"{s.last_hidden_width} of {baseline.last_hidden_width} units entering the head are effective"))
-    if not reasons:
-        reasons.append(Reason("DENSE-HEAD", MaskLevel.SAFE,
-                              f"dense head: every output sees all {s.last_hidden_width} effective last-hidden units; "
-                              f"nothing beyond the dense network's baseline"))
-    reasons.sort(key=lambda r: -int(r.level))
-    return MaskVerdict(level=reasons[0].level, reasons=tuple(reasons), price=price, price_note=price_note)
+    return reasons

@@ -193,3 +193,26 @@ def test_n_samples_caps_the_data_and_a_larger_n_marks_data_facts_unknown():
     assert audit(net, (x, torch.zeros(4, 2)), masks=masks).facts.whitened is True
     subset = audit(net, (x, torch.zeros(4, 2)), masks=masks, n_samples=100)
     assert subset.facts.whitened is None and subset.n == 100 and "holds 4 samples" in " ".join(subset.notes)
+
+
+def test_final_layer_name_and_its_deprecated_spelling_and_structure_options_agree():
+    """``final_layer`` in audit() names a layer: it is now ``final_layer_name`` (the old keyword warns)."""
+    from prune_landscape.audit import StructureOptions
+
+    net = models.mlp([4, 6, 3])
+    # Hand-worked: with fc1 taken as the head, each of its 6 outputs reads all 4 inputs.
+    named = audit(net, n_samples=5, final_layer_name="fc1")
+    assert (named.structure.final_layer, named.structure.fan_in) == ("fc1.weight", (4,) * 6)
+    grouped = audit(net, n_samples=5, structure_options=StructureOptions(final_layer_name="fc1"))
+    with pytest.warns(DeprecationWarning, match="'final_layer' is deprecated; use 'final_layer_name'") as caught:
+        old = audit(net, n_samples=5, final_layer="fc1")
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    for report in (grouped, old):
+        assert report.to_dict() == named.to_dict()
+    # A keyword overrides the value's field; unknown or doubled names are TypeErrors naming what is accepted.
+    assert audit(net, n_samples=5, structure_options=StructureOptions(final_layer_name="fc1"),
+                 final_layer_name="fc2").structure.final_layer == "fc2.weight"
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'head'; expected one of \['example_input'"):
+        audit(net, head="fc1")
+    with pytest.raises(TypeError, match="got 'final_layer' and 'final_layer_name'"):
+        audit(net, final_layer="fc1", final_layer_name="fc1")

@@ -208,6 +208,21 @@ def test_teacher_student_splits_labels_and_noise():
         teacher_student(10, 3, task="classification", outputs=1)
 
 
+def test_a_teacher_value_and_loose_keywords_draw_the_same_task():
+    from prune_landscape.data import Teacher
+
+    x, y = teacher_student(200, 5, widths=(7, 3), outputs=4, activation="relu", seed=1)
+    teacher = Teacher(widths=(7, 3), outputs=4)
+    for other in (teacher_student(200, 5, teacher, seed=1),
+                  teacher_student(200, 5, Teacher(widths=(7, 3), activation="tanh"), outputs=4, activation="relu", seed=1)):
+        assert torch.equal(x, other[0]) and torch.equal(y, other[1])  # keywords override the value's fields
+    torch.testing.assert_close(y.double(), _documented_teacher(5, (7, 3), 4, seed=1, gain=2**0.5)(x), rtol=1e-5, atol=1e-5)
+    assert teacher.network(5, seed=1).widths == (5, 7, 3, 4)
+    with pytest.raises(TypeError, match=r"teacher_student\(\) got an unexpected keyword argument 'width'; expected one "
+                                        r"of \['widths', 'outputs', 'activation'\]"):
+        teacher_student(10, 3, width=(4,))
+
+
 # ---------------------------------------------------------------------------------- torchvision sets
 @pytest.mark.parametrize("name, folder, stats, gz", [
     ("mnist", "MNIST", MNIST_STATS, False),

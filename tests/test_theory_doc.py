@@ -1,8 +1,9 @@
 """docs/THEORY.md against the code that cites it: rule entries, cited sections, provenance, verdicts, examples.
 
 The code is the oracle: the rule ids come from ``prune_landscape.theory`` (``rule_ids()`` / ``RULES``) and
-from the ids written in the rule modules; the provenance and verdict of each rule are read from the
-``Finding(...)`` calls in those modules with ``ast``; the ``>>>`` examples of the doc run against the package.
+from the ids written in the rule modules; the provenance and verdict of each rule are read with ``ast`` from its
+``Rule(...)`` declaration and the ``rule.finding(...)`` calls of its check; the ``>>>`` examples of the doc run
+against the package.
 """
 
 from __future__ import annotations
@@ -72,30 +73,35 @@ def rule_ids_in_theory_source() -> set[str]:
     return {s for path in THEORY_SOURCES for s in _string_constants(path) if RULE_ID.fullmatch(s)}
 
 
+def _attribute_name(node: ast.expr) -> str | None:
+    return node.attr if isinstance(node, ast.Attribute) else None
+
+
 def findings_in_source() -> dict[str, dict[str, set[str]]]:
-    """Rule id -> {"provenance": {...}, "verdict": {...}} from ``Finding("ID", axis, Verdict.X, Provenance.Y, ...)``
-    and ``undecided("ID", axis, Provenance.Y, ...)`` calls; findings that record a missing fact are skipped
-    for the verdict (they are UNKNOWN by construction)."""
+    """Rule id -> {"provenance": {...}, "verdict": {...}}, read from the rule declarations.
+
+    A rule is declared as ``Rule("ID", citation, Provenance.Y, check)``: the provenance is the declaration's,
+    the verdicts are the second argument of the ``rule.finding(axis, Verdict.X, ...)`` calls in ``check``
+    (``rule.undecided(...)`` findings are UNKNOWN by construction and skipped for the verdict)."""
     found: dict[str, dict[str, set[str]]] = {}
     for path in THEORY_SOURCES:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        checks = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Rule"
+                    and len(node.args) >= 3):
                 continue
             first = node.args[0]
             if not (isinstance(first, ast.Constant) and isinstance(first.value, str) and RULE_ID.fullmatch(first.value)):
                 continue
             entry = found.setdefault(first.value, {"provenance": set(), "verdict": set()})
-            if node.func.id == "Finding" and len(node.args) >= 4:
-                verdict, provenance = node.args[2], node.args[3]
-                missing = len(node.args) >= 8 or any(k.arg == "missing" for k in node.keywords)
-                if isinstance(verdict, ast.Attribute) and not missing:
-                    entry["verdict"].add(verdict.attr)
-            elif node.func.id == "undecided" and len(node.args) >= 3:
-                provenance = node.args[2]
-            else:
-                continue
-            if isinstance(provenance, ast.Attribute):
-                entry["provenance"].add(provenance.attr)
+            if _attribute_name(node.args[2]):
+                entry["provenance"].add(_attribute_name(node.args[2]))
+            check = checks.get(node.args[3].id) if len(node.args) >= 4 and isinstance(node.args[3], ast.Name) else None
+            for call in ast.walk(check) if check is not None else ():
+                if (isinstance(call, ast.Call) and _attribute_name(call.func) == "finding" and len(call.args) >= 2
+                        and _attribute_name(call.args[1])):
+                    entry["verdict"].add(_attribute_name(call.args[1]))
     return found
 
 
@@ -147,7 +153,7 @@ def test_every_cited_section_exists():
 def test_provenance_and_verdicts_match_the_code():
     entries = doc_rule_entries(_doc())
     code = findings_in_source()
-    # If the rules stop being written as Finding("ID", ...) calls, this scan must follow them.
+    # If the rules stop being declared as Rule("ID", citation, Provenance.Y, check) values, this scan must follow them.
     assert len(code) >= 17, f"the ast scan found findings for only {sorted(code)}"
     for rule, facts in code.items():
         provenance_line = re.search(r"\*\*Provenance\.\*\* (READ|DERIVED|RECALLED)", entries[rule])

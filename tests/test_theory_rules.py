@@ -9,6 +9,7 @@ from torch import nn
 from prune_landscape import MaskSet, models
 from prune_landscape.audit import audit
 from prune_landscape.theory import Closedness, Existence, Landscape, collect_facts, evaluate, rule_ids
+from prune_landscape.theory import DEFAULT, Rule
 from prune_landscape.theory.classify import RULES
 
 LU_M1 = [[1, 0], [1, 1]]
@@ -42,6 +43,29 @@ def test_every_rule_id_is_implemented():
     assert len(RULES) >= 18
     assert set(rule_ids()) == {"LIN-1", "LIN-1d", "LIN-2", "LIN-2d", "LIN-3", "LIN-4", "LIN-5", "NL-1", "NL-2", "NL-3",
                                "NL-4", "NL-5", "RELU-1", "RELU-2", "RELU-3", "RELU-4", "SMOOTH", "WD", "DEFAULT"}
+
+
+def test_rules_are_values_and_every_finding_carries_its_declaration():
+    assert all(isinstance(rule, Rule) for rule in RULES)
+    declared: dict[str, set] = {}
+    for rule in RULES:
+        declared.setdefault(rule.id, set()).add((rule.citation, rule.provenance))
+    # One citation and one provenance per id (LIN-1 and LIN-1d declare a landscape and an existence value).
+    assert {rule_id: len(values) for rule_id, values in declared.items() if len(values) != 1} == {}
+    assert rule_ids() == (*dict.fromkeys(rule.id for rule in RULES), "DEFAULT")
+    # Hand-worked: ReLU, 6 hidden units, head masked to the identity on 3 of them, n = 5: NL-4 fires
+    # (3 effective units < 5); the pair is closed and d_y = 3, so RELU-3 leaves existence UNKNOWN.
+    masks = _masks([[1] * 4] * 6, [[int(i == j) for j in range(6)] for i in range(3)])
+    findings = evaluate(collect_facts(models.mlp([4, 6, 3]), masks=masks, n_samples=5))
+    assert [f.rule for f in findings] == ["NL-4", "RELU-3"]
+    # Leaky ReLU, dense, 6 >= n = 5 units, no data: NL-1 cannot decide (distinctness needs data) and no
+    # existence rule covers leaky ReLU: DEFAULT.
+    findings += evaluate(collect_facts(models.mlp([4, 6, 3], "leaky_relu"), n_samples=5))
+    assert [(f.rule, f.decided) for f in findings[2:]] == [("NL-1", False), ("DEFAULT", True)]
+    by_id = {rule.id: rule for rule in (*RULES, DEFAULT)}
+    for finding in findings:
+        rule = by_id[finding.rule]
+        assert (finding.basis, finding.provenance) == (rule.citation, rule.provenance), finding
 
 
 # -- linear rules ----------------------------------------------------------------------------------------

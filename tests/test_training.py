@@ -134,3 +134,26 @@ def test_bad_arguments_are_rejected_before_any_work(kwargs, message):
 
 def test_loss_function_one_hot_mse():
     assert float(loss_function("mse")(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))) == 0.0
+
+
+def test_a_train_config_value_and_loose_keywords_train_the_same():
+    from prune_landscape.training import TrainConfig
+
+    x, y = _data()
+    config = TrainConfig(epochs=2, lr=0.05, optimizer="adam", batch_size=16, weight_decay=1e-3)
+    results = []
+    for call in (lambda net: train(net, (x, y), config, seed=4),
+                 lambda net: train(net, (x, y), epochs=2, lr=0.05, optimizer="adam", batch_size=16, weight_decay=1e-3,
+                                   seed=4),
+                 lambda net: train(net, (x, y), TrainConfig(epochs=2, optimizer="adam", weight_decay=1e-3), lr=0.05,
+                                   batch_size=16, seed=4)):  # keywords override the value's fields
+        net, _ = _pruned_mlp(seed=2)
+        results.append((call(net), [p.detach().clone() for p in net.parameters()]))
+    (first, weights), others = results[0], results[1:]
+    assert first.steps == 2 * 3  # 48 samples in batches of 16, two epochs
+    for result, other_weights in others:
+        assert result == first and all(torch.equal(a, b) for a, b in zip(weights, other_weights))
+    with pytest.raises(TypeError, match=r"train\(\) got an unexpected keyword argument 'epoch'; expected one of \['epochs'"):
+        train(_pruned_mlp()[0], (x, y), epoch=3)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="rmsprop")

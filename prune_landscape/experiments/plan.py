@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -24,7 +24,7 @@ from prune_landscape.layers import prunable_parameters
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import available_methods, get_pruner
 from prune_landscape.structure import final_layer_name
-from prune_landscape.training import LOSSES, train
+from prune_landscape.training import LOSSES, TrainConfig
 
 __all__ = ["DENSE", "Cell", "SweepPlan"]
 
@@ -58,7 +58,7 @@ _PLAN_TRAIN_KEYS = ("model", "data", "epochs", "lr", "seed", "masks")
 
 def _check_train_options(options: Mapping[str, Any]) -> None:
     """Every ``train_options`` name and value, checked before any work (``fit.*`` in the CLI)."""
-    accepted = sorted(set(inspect.signature(train).parameters) - set(_PLAN_TRAIN_KEYS))
+    accepted = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_PLAN_TRAIN_KEYS))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"fit.{unknown[0]}: unknown training option; expected some of {accepted}")

@@ -2,7 +2,8 @@
 
 One module per paper (``lin_sun_zhang``, ``li_ding_sun``, ``le_riccietti_gribonval``, ``zhang_et_al``), the
 two-factor closedness check (``closedness``), condition G (``rank_condition``), the facts the rules read
-(``facts``) and the classifier (``classify``).
+(``facts``), the :class:`Rule` value each paper module declares its rules as (``rules``) and the classifier
+(``classify``).
 
 Example:
     >>> import numpy as np
@@ -11,14 +12,15 @@ Example:
     'CLOSED'
 """
 
-from prune_landscape.theory.classify import RULES, Verdict, classify, evaluate, rule_ids
+from prune_landscape.theory.classify import DEFAULT, RULES, Verdict, classify, evaluate, rule_ids
 from prune_landscape.theory.closedness import Certificate, Closedness, ClosednessResult, check_closedness
 from prune_landscape.theory.facts import NetworkFacts, collect_facts
 from prune_landscape.theory.findings import Axis, Existence, Finding, Landscape, Provenance
 from prune_landscape.theory.rank_condition import RankResult, check_rank_condition
+from prune_landscape.theory.rules import Rule
 
 __all__ = [
-    "RULES", "Verdict", "classify", "evaluate", "rule_ids",
+    "DEFAULT", "RULES", "Rule", "Verdict", "classify", "evaluate", "rule_ids",
     "Certificate", "Closedness", "ClosednessResult", "check_closedness",
     "NetworkFacts", "collect_facts",
     "Axis", "Existence", "Finding", "Landscape", "Provenance",

@@ -15,22 +15,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prune_landscape.theory import le_riccietti_gribonval, li_ding_sun, lin_sun_zhang, zhang_et_al
-from prune_landscape.theory._common import cite
 from prune_landscape.theory.closedness import Certificate, Closedness
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Axis, Existence, Finding, Landscape, Provenance
+from prune_landscape.theory.rules import Rule, cite
 
-__all__ = ["RULES", "Verdict", "classify", "evaluate", "rule_ids"]
+__all__ = ["DEFAULT", "RULES", "Verdict", "classify", "evaluate", "rule_ids"]
 
-#: Every rule function, in THEORY.md order within each paper module.
-RULES: tuple[Callable[[NetworkFacts], Finding | None], ...] = (
+#: Every rule, in THEORY.md order within each paper module (a rule with two axes appears once per axis).
+RULES: tuple[Rule, ...] = (
     *lin_sun_zhang.RULES, *li_ding_sun.RULES, *zhang_et_al.RULES, *le_riccietti_gribonval.RULES,
 )
+
+#: What an axis no rule spoke to gets: UNKNOWN. :func:`evaluate` applies it after the others (no check).
+DEFAULT = Rule("DEFAULT", "—", Provenance.DERIVED)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Verdict:
         }
 
 
-def evaluate(facts: NetworkFacts, rules: Sequence[Callable[[NetworkFacts], Finding | None]] = RULES) -> tuple[Finding, ...]:
+def evaluate(facts: NetworkFacts, rules: Sequence[Rule] = RULES) -> tuple[Finding, ...]:
     """Run every rule on ``facts`` and return the findings of those that fired (or could not decide)."""
     found = (rule(facts) for rule in rules)
     findings = tuple(f for f in found if f is not None)
@@ -85,9 +88,8 @@ def evaluate(facts: NetworkFacts, rules: Sequence[Callable[[NetworkFacts], Findi
 
 
 def rule_ids() -> tuple[str, ...]:
-    """The rule ids of THEORY.md section 3 this package implements (DEFAULT included)."""
-    return ("LIN-1", "LIN-1d", "LIN-2", "LIN-2d", "LIN-3", "LIN-4", "LIN-5", "NL-1", "NL-2", "NL-3", "NL-4", "NL-5",
-            "RELU-1", "RELU-2", "RELU-3", "RELU-4", "SMOOTH", "WD", "DEFAULT")
+    """The rule ids of THEORY.md section 3 this package implements, in order (DEFAULT last)."""
+    return tuple(dict.fromkeys(rule.id for rule in (*RULES, DEFAULT)))
 
 
 def _defaults(facts: NetworkFacts, findings: tuple[Finding, ...]) -> list[Finding]:
@@ -95,8 +97,7 @@ def _defaults(facts: NetworkFacts, findings: tuple[Finding, ...]) -> list[Findin
     scope = f" ({facts.notes['scope']})" if "scope" in facts.notes else ""
     for axis, unknown in ((Axis.LANDSCAPE, Landscape.UNKNOWN), (Axis.EXISTENCE, Existence.UNKNOWN)):
         if not any(f.axis is axis for f in findings):
-            extra.append(Finding("DEFAULT", axis, unknown, Provenance.DERIVED, cite(facts),
-                                 f"no rule of THEORY.md section 3 applies{scope}", "—"))
+            extra.append(DEFAULT.finding(axis, unknown, cite(facts), f"no rule of THEORY.md section 3 applies{scope}"))
     return extra
 
 

@@ -236,26 +236,11 @@ def check_closedness(m2, m1) -> ClosednessResult:
     if n_classes == 0:
         return ClosednessResult(Closedness.CLOSED, None, "no effective unit: the set is {0}", 0, 0, True)
     sizes = np.bincount(class_of_unit, minlength=n_classes)
-    row_counts, column_counts = rows.sum(axis=1), columns.sum(axis=1)
-    complete = sizes >= np.minimum(row_counts, column_counts)
+    complete = sizes >= np.minimum(rows.sum(axis=1), columns.sum(axis=1))
     non_complete = int((~complete).sum())
-
-    # Step 3: rectangles intersect iff they share a row and a column.
-    r, c = rows.astype(np.float32), columns.astype(np.float32)  # exact: counts < 2**24
-    meets = (r @ r.T > 0) & (c @ c.T > 0)
-    np.fill_diagonal(meets, False)
     paths = np.rint(m2.astype(np.float64) @ m1.astype(np.float64)).astype(np.int64)
-    settled = complete | ~meets.any(axis=1)
-    disjoint = bool(settled.all())
-    if not settled.all():
-        for cls in np.flatnonzero(~settled):
-            if sizes[cls] != 1 or not complete[meets[cls]].all():
-                break
-            overlapped = paths[np.ix_(rows[cls], columns[cls])] > 1
-            if _single_entry_block(overlapped) is not None:
-                break
-            settled[cls] = True
-    if settled.all():
+    settled, disjoint = _settled_classes(rows, columns, sizes, complete, paths)
+    if settled:
         return ClosednessResult(
             Closedness.CLOSED, None,
             "every non-complete class is disjoint from the others, or of size 1 overlapped only by complete "
@@ -270,14 +255,7 @@ def check_closedness(m2, m1) -> ClosednessResult:
             "a 2x2 block covered by one unit, the other units covering exactly one of its entries (step 4)",
             n_classes, non_complete,
         )
-
-    # Step 5: parallel columns, then the transposed pattern on the transposed product.
-    certificate, cut = _parallel_columns(m2, m1, paths)
-    if certificate is None:
-        transposed, cut_t = _parallel_columns(m1.T, m2.T, paths.T)
-        cut = cut or cut_t
-        if transposed is not None:
-            certificate = Certificate("parallel-columns", transposed.unit, transposed.columns, transposed.rows, transposed.units)
+    certificate, cut = _parallel_columns_either_way(m2, m1, paths)
     if certificate is not None:
         return ClosednessResult(
             Closedness.NOT_CLOSED, certificate,
@@ -288,3 +266,37 @@ def check_closedness(m2, m1) -> ClosednessResult:
     if cut:
         reason += f" (parallel-columns search stopped after {_MAX_PAIR_CANDIDATES} candidate pairs)"
     return ClosednessResult(Closedness.UNKNOWN, None, reason, n_classes, non_complete)
+
+
+def _settled_classes(rows: np.ndarray, columns: np.ndarray, sizes: np.ndarray, complete: np.ndarray,
+                     paths: np.ndarray) -> tuple[bool, bool]:
+    """Step 3: ``(every class settled, every non-complete class disjoint from the others)``.
+
+    A class is settled when it is complete, meets no other class, or has size 1, is met only by complete
+    classes and has no lone overlapped 2x2 entry.
+    """
+    # Rectangles intersect iff they share a row and a column.
+    r, c = rows.astype(np.float32), columns.astype(np.float32)  # exact: counts < 2**24
+    meets = (r @ r.T > 0) & (c @ c.T > 0)
+    np.fill_diagonal(meets, False)
+    settled = complete | ~meets.any(axis=1)
+    disjoint = bool(settled.all())
+    for cls in np.flatnonzero(~settled):
+        if sizes[cls] != 1 or not complete[meets[cls]].all():
+            break
+        overlapped = paths[np.ix_(rows[cls], columns[cls])] > 1
+        if _single_entry_block(overlapped) is not None:
+            break
+        settled[cls] = True
+    return bool(settled.all()), disjoint
+
+
+def _parallel_columns_either_way(m2: np.ndarray, m1: np.ndarray, paths: np.ndarray) -> tuple[Certificate | None, bool]:
+    """Step 5: parallel columns, then the transposed pattern on the transposed product; and whether a search was cut."""
+    certificate, cut = _parallel_columns(m2, m1, paths)
+    if certificate is not None:
+        return certificate, cut
+    transposed, cut_t = _parallel_columns(m1.T, m2.T, paths.T)
+    if transposed is None:
+        return None, cut or cut_t
+    return Certificate("parallel-columns", transposed.unit, transposed.columns, transposed.rows, transposed.units), cut or cut_t

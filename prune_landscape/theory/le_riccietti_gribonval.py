@@ -16,12 +16,12 @@ for the squared loss: with cross-entropy, separable data has no minimiser even f
 
 from __future__ import annotations
 
-from prune_landscape.theory._common import cite
 from prune_landscape.theory.closedness import Closedness
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Axis, Existence, Finding, Provenance
+from prune_landscape.theory.rules import Rule, cite
 
-__all__ = ["RULES"]
+__all__ = ["LIN_5", "RELU_1", "RELU_2", "RELU_3", "RELU_4", "RULES", "SMOOTH", "WD"]
 
 _LRG = "Le-Riccietti-Gribonval"
 
@@ -35,91 +35,97 @@ def _certificate(facts: NetworkFacts) -> tuple[tuple[str, object], ...]:
     return (("closedness", facts.closedness.status.name), ("certificate", str(cert) if cert else None))
 
 
-def lin_5(facts: NetworkFacts) -> Finding | None:
+def lin_5(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-5: linear, one hidden layer, closedness NOT_CLOSED -> the optimum may not exist."""
     if not _one_hidden(facts) or facts.activation != "linear" or facts.closedness.status is not Closedness.NOT_CLOSED:
         return None
     if facts.hidden_biases and not facts.output_bias:
         return None
-    return Finding(
-        "LIN-5", Axis.EXISTENCE, Existence.OPTIMUM_MAY_NOT_EXIST, Provenance.DERIVED, cite(facts, *_certificate(facts)),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.OPTIMUM_MAY_NOT_EXIST, cite(facts, *_certificate(facts)),
         f"the masked product set is not closed ({facts.closedness.certificate}): some finite data set has an "
-        "unattained infimum and training can diverge", "DERIVED",
+        "unattained infimum and training can diverge",
     )
 
 
-def relu_1(facts: NetworkFacts) -> Finding | None:
+def relu_1(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """RELU-1: ReLU with biases, one hidden layer, scalar output -> the optimum exists (any masks)."""
     if facts.scope != "mlp" or facts.hidden_layers != 1 or facts.activation != "relu" or not facts.hidden_biases:
         return None
     if facts.d_y != 1:
         return None
-    return Finding(
-        "RELU-1", Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, Provenance.READ, cite(facts, ("d_y", 1)),
-        "one-hidden-layer sparse ReLU net with biases and output dimension one: an optimum exists", f"{_LRG} READ",
+    return rule.finding(
+        Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, cite(facts, ("d_y", 1)),
+        "one-hidden-layer sparse ReLU net with biases and output dimension one: an optimum exists",
     )
 
 
-def relu_2(facts: NetworkFacts) -> Finding | None:
+def relu_2(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """RELU-2: ReLU with biases, one hidden layer, linear counterpart NOT_CLOSED -> the optimum may not exist."""
     if not _one_hidden(facts) or facts.activation != "relu" or not facts.hidden_biases:
         return None
     if facts.closedness.status is not Closedness.NOT_CLOSED:
         return None
-    return Finding(
-        "RELU-2", Axis.EXISTENCE, Existence.OPTIMUM_MAY_NOT_EXIST, Provenance.RECALLED, cite(facts, *_certificate(facts)),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.OPTIMUM_MAY_NOT_EXIST, cite(facts, *_certificate(facts)),
         f"the linear counterpart is not closed ({facts.closedness.certificate}): some finite data set has no "
         "optimum (RECALLED: Le-Riccietti-Gribonval Thm 3.1, not checked against its full text)",
-        f"{_LRG} Thm 3.1 RECALLED; exact instance DERIVED",
     )
 
 
-def relu_3(facts: NetworkFacts) -> Finding | None:
+def relu_3(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """RELU-3: ReLU, one hidden layer, CLOSED, d_y >= 2 -> existence UNKNOWN (closedness is only necessary)."""
     if not _one_hidden(facts) or facts.activation != "relu" or facts.d_y < 2:
         return None
     if facts.closedness.status is not Closedness.CLOSED:
         return None
-    return Finding(
-        "RELU-3", Axis.EXISTENCE, Existence.UNKNOWN, Provenance.DERIVED, cite(facts, *_certificate(facts)),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.UNKNOWN, cite(facts, *_certificate(facts)),
         "the linear counterpart is closed, which is necessary but not sufficient for a ReLU net with several "
-        "outputs: existence unknown", "closedness of the linear counterpart is necessary, not sufficient",
+        "outputs: existence unknown",
     )
 
 
-def relu_4(facts: NetworkFacts) -> Finding | None:
+def relu_4(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """RELU-4: ReLU with >= 2 hidden layers -> existence UNKNOWN."""
     if facts.scope != "mlp" or facts.activation != "relu" or (facts.hidden_layers or 0) < 2:
         return None
-    return Finding(
-        "RELU-4", Axis.EXISTENCE, Existence.UNKNOWN, Provenance.READ, cite(facts),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.UNKNOWN, cite(facts),
         f"ReLU net with {facts.hidden_layers} hidden layers: some deep sparsity patterns have no optimum; "
-        "no certificate either way", f"{_LRG} READ",
+        "no certificate either way",
     )
 
 
-def smooth(facts: NetworkFacts) -> Finding | None:
+def smooth(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """SMOOTH: tanh, sigmoid, softplus, GELU, SiLU -> existence UNKNOWN (non-attainment is generic)."""
     if facts.activation != "smooth":
         return None
-    return Finding(
-        "SMOOTH", Axis.EXISTENCE, Existence.UNKNOWN, Provenance.READ,
-        cite(facts, ("activation_modules", tuple(sorted(set(facts.activation_modules))))),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.UNKNOWN, cite(facts, ("activation_modules", tuple(sorted(set(facts.activation_modules))))),
         "smooth activation: best approximations are generically not attained by fixed-size networks; "
-        "existence unknown", "Petersen-Raslan-Voigtlaender READ",
+        "existence unknown",
     )
 
 
-def weight_decay(facts: NetworkFacts) -> Finding | None:
+def weight_decay(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """WD: weight decay > 0 makes the objective coercive, so a minimiser exists."""
     if facts.weight_decay <= 0:
         return None
-    return Finding(
-        "WD", Axis.EXISTENCE, Existence.OPTIMUM_EXISTS_WITH_WEIGHT_DECAY, Provenance.DERIVED,
-        cite(facts, ("weight_decay", facts.weight_decay)),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.OPTIMUM_EXISTS_WITH_WEIGHT_DECAY, cite(facts, ("weight_decay", facts.weight_decay)),
         f"weight decay {facts.weight_decay:g} > 0 makes the objective coercive: a minimiser of the regularised "
-        "loss exists", "DERIVED",
+        "loss exists",
     )
 
 
-RULES = (lin_5, relu_1, relu_2, relu_3, relu_4, smooth, weight_decay)
+LIN_5 = Rule("LIN-5", "DERIVED", Provenance.DERIVED, lin_5)
+RELU_1 = Rule("RELU-1", f"{_LRG} READ", Provenance.READ, relu_1)
+RELU_2 = Rule("RELU-2", f"{_LRG} Thm 3.1 RECALLED; exact instance DERIVED", Provenance.RECALLED, relu_2)
+RELU_3 = Rule("RELU-3", "closedness of the linear counterpart is necessary, not sufficient", Provenance.DERIVED, relu_3)
+RELU_4 = Rule("RELU-4", f"{_LRG} READ", Provenance.READ, relu_4)
+SMOOTH = Rule("SMOOTH", "Petersen-Raslan-Voigtlaender READ", Provenance.READ, smooth)
+WD = Rule("WD", "DERIVED", Provenance.DERIVED, weight_decay)
+
+#: The existence rules, in THEORY.md order.
+RULES = (LIN_5, RELU_1, RELU_2, RELU_3, RELU_4, SMOOTH, WD)

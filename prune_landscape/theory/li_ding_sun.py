@@ -15,54 +15,53 @@ rank_condition.py) and NL-4 (the narrow side of the phase transition; its thresh
 
 from __future__ import annotations
 
-from prune_landscape.theory._common import cite, undecided
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Axis, Finding, Landscape, Provenance
+from prune_landscape.theory.rules import Rule, cite
 
-__all__ = ["RULES"]
+__all__ = ["NL_2", "NL_4", "RULES"]
 
 
-def nl_2(facts: NetworkFacts) -> Finding | None:
+def nl_2(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """NL-2: real-analytic activation, every output fan-in >= n, condition G certified -> no sub-optimal basin."""
     if facts.scope != "mlp" or facts.activation != "smooth":
         return None
-    basis = "DERIVED (masked Li-Ding-Sun)"
     if facts.n is None:
-        return undecided("NL-2", Axis.LANDSCAPE, Provenance.DERIVED, facts, "n", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "n")
     if min(facts.fan_in) < facts.n:
         return None
     if facts.rank is None or not facts.rank.ranks:
         reason = facts.rank.reason if facts.rank is not None else "rank condition not computed"
-        return Finding("NL-2", Axis.LANDSCAPE, Landscape.UNKNOWN, Provenance.DERIVED, cite(facts),
-                       f"cannot decide: {reason}", basis, ("rank_condition",))
+        return rule.undecided(Axis.LANDSCAPE, facts, "rank_condition", reason)
     if not facts.rank.certified:
         return None
     data = "generic data (Gaussian inputs of the same n and d)" if facts.rank.generic else "the real data"
-    return Finding(
-        "NL-2", Axis.LANDSCAPE, Landscape.NO_SUBOPTIMAL_BASIN, Provenance.DERIVED,
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SUBOPTIMAL_BASIN,
         cite(facts, ("rank_condition", "certified"), ("rank_data", "generic" if facts.rank.generic else "real"),
              ("rank_tolerance", facts.rank.tolerance_rule)),
-        f"every output has fan-in >= n = {facts.n} and condition G holds on {data}: no sub-optimal basin", basis,
+        f"every output has fan-in >= n = {facts.n} and condition G holds on {data}: no sub-optimal basin",
     )
 
 
-def nl_4(facts: NetworkFacts) -> Finding | None:
+def nl_4(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """NL-4: non-linear, last-hidden effective width < n (dense or not) -> RISKY."""
-    basis = "Li-Ding-Sun READ (phase transition); threshold RECALLED"
     if not facts.nonlinear:
-        if facts.activation == "unknown":
-            return undecided("NL-4", Axis.LANDSCAPE, Provenance.RECALLED, facts, "activation", basis)
-        return None
+        return rule.undecided(Axis.LANDSCAPE, facts, "activation") if facts.activation == "unknown" else None
     if facts.n is None:
-        return undecided("NL-4", Axis.LANDSCAPE, Provenance.RECALLED, facts, "n", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "n")
     if facts.last_hidden_width >= facts.n:
         return None
-    return Finding(
-        "NL-4", Axis.LANDSCAPE, Landscape.RISKY, Provenance.RECALLED, cite(facts),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.RISKY, cite(facts),
         f"narrow net: {facts.last_hidden_width} effective last-hidden units < n = {facts.n}; sub-optimal basins "
         "are possible (RECALLED: the width threshold is recalled from Li-Ding-Sun, not checked against its full "
-        "text)", basis,
+        "text)",
     )
 
 
-RULES = (nl_2, nl_4)
+NL_2 = Rule("NL-2", "DERIVED (masked Li-Ding-Sun)", Provenance.DERIVED, nl_2)
+NL_4 = Rule("NL-4", "Li-Ding-Sun READ (phase transition); threshold RECALLED", Provenance.RECALLED, nl_4)
+
+#: This paper's rules, in THEORY.md order.
+RULES = (NL_2, NL_4)

@@ -17,12 +17,12 @@ on centred inputs then), a hidden bias without an output bias does not, and the 
 
 from __future__ import annotations
 
-from prune_landscape.theory._common import cite, undecided
-from prune_landscape.theory.closedness import Closedness
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Axis, Existence, Finding, Landscape, Provenance
+from prune_landscape.theory.rules import Rule, cite
 
-__all__ = ["RULES"]
+__all__ = ["LIN_1", "LIN_1_EXISTENCE", "LIN_1D", "LIN_1D_EXISTENCE", "LIN_2", "LIN_2D", "LIN_3", "LIN_4", "NL_1", "NL_3",
+           "RULES"]
 
 _PAPER = "Lin-Sun-Zhang"
 
@@ -40,162 +40,163 @@ def _one_hidden_classes(facts: NetworkFacts) -> bool:
     return _linear(facts) and facts.hidden_layers == 1 and facts.closedness is not None
 
 
-_LIN1 = f"DERIVED; {_PAPER} 'scalar output, any sparsity' READ"
-
-
-def lin_1(facts: NetworkFacts) -> Finding | None:
+def lin_1(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-1: linear, one hidden layer, every equivalence class complete -> no spurious local minimum."""
     if not _one_hidden_classes(facts) or facts.closedness.non_complete_classes:
         return None
-    return Finding(
-        "LIN-1", Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, Provenance.DERIVED,
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN,
         cite(facts, ("classes", facts.closedness.classes), ("non_complete_classes", 0)),
         "linear one-hidden-layer net whose equivalence classes are all complete: every local minimum is "
-        "global, for any data and convex loss", _LIN1,
+        "global, for any data and convex loss",
     )
 
 
-def lin_1_existence(facts: NetworkFacts) -> Finding | None:
+def lin_1_existence(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-1 (existence): complete classes make the product set a subspace, so the optimum is attained."""
     if not _one_hidden_classes(facts) or facts.closedness.non_complete_classes:
         return None
-    return Finding(
-        "LIN-1", Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, Provenance.DERIVED,
-        cite(facts, ("closedness", facts.closedness.status.name)),
+    return rule.finding(
+        Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, cite(facts, ("closedness", facts.closedness.status.name)),
         "all classes complete: the reachable matrices form a closed subspace, so the squared-loss optimum "
-        "is attained", _LIN1,
+        "is attained",
     )
 
 
-def lin_1d(facts: NetworkFacts) -> Finding | None:
+def lin_1d(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-1d: linear, any depth, scalar output -> no spurious local minimum."""
     if not _linear(facts) or facts.d_y != 1:
         return None
-    return Finding(
-        "LIN-1d", Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, Provenance.READ, cite(facts, ("d_y", 1)),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, cite(facts, ("d_y", 1)),
         "linear net with scalar output: every local minimum is global for any depth and sparse structure",
-        f"{_PAPER} READ (claim)",
     )
 
 
-def lin_1d_existence(facts: NetworkFacts) -> Finding | None:
+def lin_1d_existence(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-1d (existence): scalar-output linear nets attain their optimum."""
     if not _linear(facts) or facts.d_y != 1:
         return None
-    return Finding(
-        "LIN-1d", Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, Provenance.READ, cite(facts, ("d_y", 1)),
-        "linear net with scalar output: the squared-loss optimum is attained", f"{_PAPER} READ (claim)",
-    )
+    return rule.finding(Axis.EXISTENCE, Existence.OPTIMUM_EXISTS, cite(facts, ("d_y", 1)),
+                        "linear net with scalar output: the squared-loss optimum is attained")
 
 
-def lin_2(facts: NetworkFacts) -> Finding | None:
+def lin_2(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-2: linear, one hidden layer, closed family (non-complete classes disjoint), whitened data."""
     if not _one_hidden_classes(facts) or not facts.closedness.disjoint_family:
         return None
-    basis = f"DERIVED; {_PAPER} 'non-intersected first layer, dense others, orthogonal data' READ"
     if facts.whitened is None:
-        return undecided("LIN-2", Axis.LANDSCAPE, Provenance.DERIVED, facts, "data", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if not facts.whitened:
         return None
-    return Finding(
-        "LIN-2", Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, Provenance.DERIVED,
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN,
         cite(facts, ("non_complete_classes", facts.closedness.non_complete_classes)),
         "linear net whose non-complete classes are disjoint from all others, on whitened data (X X^T ∝ I): "
-        "every local minimum is global", basis,
+        "every local minimum is global",
     )
 
 
-def lin_2d(facts: NetworkFacts) -> Finding | None:
+def lin_2d(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-2d: linear, deep, non-intersected first layer, dense other layers, whitened data."""
     if not _linear(facts) or (facts.hidden_layers or 0) < 2:
         return None
     if not facts.first_layer_non_intersected or not all(facts.dense_layers[1:]):
         return None
     if facts.whitened is None:
-        return undecided("LIN-2d", Axis.LANDSCAPE, Provenance.READ, facts, "data", f"{_PAPER} READ (claim)")
+        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if not facts.whitened:
         return None
-    return Finding(
-        "LIN-2d", Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, Provenance.READ, cite(facts),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, cite(facts),
         "deep linear net, each input feeding at most one first-layer unit, other layers dense, whitened data: "
-        "every local minimum is global", f"{_PAPER} READ (claim)",
+        "every local minimum is global",
     )
 
 
-def lin_3(facts: NetworkFacts) -> Finding | None:
+def lin_3(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-3: linear, sparse first layer with >= 2 non-complete classes, data not whitened -> RISKY."""
     if not _one_hidden_classes(facts) or facts.dense_layers[0] or facts.closedness.non_complete_classes < 2:
         return None
-    basis = f"{_PAPER} READ ('low-rank constraint'); exact counterexample DERIVED"
     if facts.whitened is None:
-        return undecided("LIN-3", Axis.LANDSCAPE, Provenance.READ, facts, "data", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if facts.whitened:
         return None
-    return Finding(
-        "LIN-3", Axis.LANDSCAPE, Landscape.RISKY, Provenance.READ,
-        cite(facts, ("non_complete_classes", facts.closedness.non_complete_classes)),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.RISKY, cite(facts, ("non_complete_classes", facts.closedness.non_complete_classes)),
         f"sparse first layer with {facts.closedness.non_complete_classes} non-complete classes on non-whitened "
-        "data: the low-rank constraint allows sub-optimal local minima", basis,
+        "data: the low-rank constraint allows sub-optimal local minima",
     )
 
 
-def lin_4(facts: NetworkFacts) -> Finding | None:
+def lin_4(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-4: linear, d_y >= 3, a sparse layer beyond the first -> RISKY."""
     if not _linear(facts) or facts.d_y < 3 or not facts.sparse_beyond_first:
         return None
     sparse = [name for name, dense in zip(facts.layer_names[1:], facts.dense_layers[1:]) if not dense]
-    return Finding(
-        "LIN-4", Axis.LANDSCAPE, Landscape.RISKY, Provenance.READ, cite(facts, ("d_y", facts.d_y), ("sparse_layers", tuple(sparse))),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.RISKY, cite(facts, ("d_y", facts.d_y), ("sparse_layers", tuple(sparse))),
         f"{facts.d_y} outputs and sparse layers beyond the first ({', '.join(sparse)}): a sub-network's global "
-        "minimum can be a sub-optimal local minimum of the whole", f"{_PAPER} READ (claim)",
+        "minimum can be a sub-optimal local minimum of the whole",
     )
 
 
 _CONTINUOUS_NON_POLYNOMIAL = ("relu", "smooth", "nonlinear")
 
 
-def nl_1(facts: NetworkFacts) -> Finding | None:
+def nl_1(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """NL-1: one hidden layer, continuous non-polynomial activation, biases, DENSE final layer, width >= n,
     distinct restricted inputs -> no spurious valley."""
     if facts.scope != "mlp" or facts.hidden_layers != 1 or facts.activation not in _CONTINUOUS_NON_POLYNOMIAL:
         return None
     if not facts.hidden_biases or not facts.final_dense:
         return None
-    basis = f"DERIVED (masked Venturi-Bandeira-Bruna); {_PAPER} READ"
     if facts.n is None:
-        return undecided("NL-1", Axis.LANDSCAPE, Provenance.DERIVED, facts, "n", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "n")
     if facts.last_hidden_width < facts.n:
         return None
     if facts.distinct_restricted_inputs is None:
-        return undecided("NL-1", Axis.LANDSCAPE, Provenance.DERIVED, facts, "data", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if not facts.distinct_restricted_inputs:
         return None
-    return Finding(
-        "NL-1", Axis.LANDSCAPE, Landscape.NO_SPURIOUS_VALLEY, Provenance.DERIVED,
-        cite(facts, ("distinct_restricted_inputs", True)),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.NO_SPURIOUS_VALLEY, cite(facts, ("distinct_restricted_inputs", True)),
         f"dense final layer over {facts.last_hidden_width} >= n = {facts.n} effective hidden units with biases "
-        "and distinct restricted inputs: no spurious valley", basis,
+        "and distinct restricted inputs: no spurious valley",
     )
 
 
-def nl_3(facts: NetworkFacts) -> Finding | None:
+def nl_3(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """NL-3: non-linear, last-hidden width >= n, but some output's fan-in < n -> RISKY."""
     if not facts.nonlinear:
-        if facts.activation == "unknown":
-            return undecided("NL-3", Axis.LANDSCAPE, Provenance.READ, facts, "activation", f"{_PAPER} READ")
-        return None
-    basis = f"{_PAPER} READ; exact construction DERIVED"
+        return rule.undecided(Axis.LANDSCAPE, facts, "activation") if facts.activation == "unknown" else None
     if facts.n is None:
-        return undecided("NL-3", Axis.LANDSCAPE, Provenance.READ, facts, "n", basis)
+        return rule.undecided(Axis.LANDSCAPE, facts, "n")
     if facts.last_hidden_width < facts.n or min(facts.fan_in) >= facts.n:
         return None
     narrow = sum(1 for m in facts.fan_in if m < facts.n)
-    return Finding(
-        "NL-3", Axis.LANDSCAPE, Landscape.RISKY, Provenance.READ, cite(facts, ("narrow_outputs", narrow)),
+    return rule.finding(
+        Axis.LANDSCAPE, Landscape.RISKY, cite(facts, ("narrow_outputs", narrow)),
         f"wide net ({facts.last_hidden_width} >= n = {facts.n} effective last-hidden units) but a sparse final "
         f"layer leaves {narrow} output(s) with fan-in < n (min {min(facts.fan_in)}): spurious valleys and "
-        "minima are possible", basis,
+        "minima are possible",
     )
 
 
-RULES = (lin_1, lin_1_existence, lin_1d, lin_1d_existence, lin_2, lin_2d, lin_3, lin_4, nl_1, nl_3)
+_LIN1_CITATION = f"DERIVED; {_PAPER} 'scalar output, any sparsity' READ"
+_CLAIM = f"{_PAPER} READ (claim)"
+
+LIN_1 = Rule("LIN-1", _LIN1_CITATION, Provenance.DERIVED, lin_1)
+LIN_1_EXISTENCE = Rule("LIN-1", _LIN1_CITATION, Provenance.DERIVED, lin_1_existence)
+LIN_1D = Rule("LIN-1d", _CLAIM, Provenance.READ, lin_1d)
+LIN_1D_EXISTENCE = Rule("LIN-1d", _CLAIM, Provenance.READ, lin_1d_existence)
+LIN_2 = Rule("LIN-2", f"DERIVED; {_PAPER} 'non-intersected first layer, dense others, orthogonal data' READ",
+             Provenance.DERIVED, lin_2)
+LIN_2D = Rule("LIN-2d", _CLAIM, Provenance.READ, lin_2d)
+LIN_3 = Rule("LIN-3", f"{_PAPER} READ ('low-rank constraint'); exact counterexample DERIVED", Provenance.READ, lin_3)
+LIN_4 = Rule("LIN-4", _CLAIM, Provenance.READ, lin_4)
+NL_1 = Rule("NL-1", f"DERIVED (masked Venturi-Bandeira-Bruna); {_PAPER} READ", Provenance.DERIVED, nl_1)
+NL_3 = Rule("NL-3", f"{_PAPER} READ; exact construction DERIVED", Provenance.READ, nl_3)
+
+#: This paper's rules, in THEORY.md order.
+RULES = (LIN_1, LIN_1_EXISTENCE, LIN_1D, LIN_1D_EXISTENCE, LIN_2, LIN_2D, LIN_3, LIN_4, NL_1, NL_3)

@@ -12,14 +12,14 @@ Rule (THEORY.md section 3): NL-5 - informational; it gives no landscape guarante
 
 from __future__ import annotations
 
-from prune_landscape.theory._common import cite
 from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Axis, Finding, Provenance
+from prune_landscape.theory.rules import Rule, cite
 
-__all__ = ["RULES"]
+__all__ = ["NL_5", "RULES"]
 
 
-def nl_5(facts: NetworkFacts) -> Finding | None:
+def nl_5(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """NL-5: one hidden layer, smooth activation, dense, m * d >= 2n -> a zero-loss minimiser exists (generic data)."""
     if facts.scope != "mlp" or facts.hidden_layers != 1 or facts.activation != "smooth" or facts.n is None:
         return None
@@ -28,11 +28,14 @@ def nl_5(facts: NetworkFacts) -> Finding | None:
     m, d = facts.widths[1], facts.widths[0]
     if m * d < 2 * facts.n:
         return None
-    return Finding(
-        "NL-5", Axis.INFO, None, Provenance.READ, cite(facts, ("m_times_d", m * d)),
+    return rule.finding(
+        Axis.INFO, None, cite(facts, ("m_times_d", m * d)),
         f"dense smooth one-hidden-layer net with m * d = {m * d} >= 2n = {2 * facts.n}: a zero-loss minimiser "
-        "exists for generic data; this is no landscape guarantee", "Zhang et al. READ",
+        "exists for generic data; this is no landscape guarantee",
     )
 
 
-RULES = (nl_5,)
+NL_5 = Rule("NL-5", "Zhang et al. READ", Provenance.READ, nl_5)
+
+#: This paper's rule.
+RULES = (NL_5,)
