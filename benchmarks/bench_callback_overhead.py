@@ -1,7 +1,7 @@
 """Overhead of LandscapeAudit's structural audit at every epoch, on ResNet-20 / digits (3x32x32).
 
 Trains the same 80 %-sparse ResNet-20 (a fixed random mask attached with MaskSet.apply_to) with and
-without ``LandscapeAudit(structure_every_n_epochs=1)`` (a forced structural audit at every epoch end, plus
+without ``LandscapeAudit(schedule=AuditSchedule(structure_every_n_epochs=1))`` (a forced structural audit at every epoch end, plus
 the per-step mask-change check), alternating the two configurations, and prints
 
 * the end-to-end ratio of median epoch times (audit / no audit), and
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from prune_landscape import MaskSet, models
-from prune_landscape.integrations.callbacks import LandscapeAudit
+from prune_landscape.integrations.callbacks import AuditSchedule, LandscapeAudit
 from prune_landscape.integrations.lit import LitClassifier
 
 
@@ -96,7 +96,7 @@ def run(data: DataLoader, masks: MaskSet, epochs: int, with_audit: bool) -> tupl
     masks.apply_to(lit)
     timer = EpochTimer()
     callbacks: list[pl.Callback] = [timer]
-    audit = TimedAudit(structure_every_n_epochs=1) if with_audit else None
+    audit = TimedAudit(schedule=AuditSchedule(structure_every_n_epochs=1)) if with_audit else None
     if audit is not None:
         callbacks.append(audit)
     callbacks.append(_End(timer))

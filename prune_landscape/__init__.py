@@ -9,7 +9,7 @@ Example:
     >>> import torch
     >>> import prune_landscape as pl
     >>> net = pl.models.mlp([64, 256, 10])
-    >>> masks = pl.prune(net, "magnitude", 0.8, final_layer="dense")
+    >>> masks = pl.prune(net, "magnitude", 0.8, final_layer_policy="dense")
     >>> report = pl.audit(net, n_samples=1347, masks=masks)
     >>> report.structure.final_layer_dense, round(masks.density, 3)
     (True, 0.2)

@@ -3,7 +3,7 @@
 The remedy keeps the classifier whole and takes the weights it needs from the other layers, so the total
 kept budget K is unchanged. Three pipelines, one budget:
 
-- this package: ``prune(..., final_layer="dense")`` (or ``"min_density=x"``);
+- this package: ``prune(..., final_layer_policy="dense")`` (or ``"min_density=x"``);
 - Lightning's ``ModelPruning``: leave the head out of ``parameters_to_prune`` and prune ``T - K``
   weights globally from the rest (an int ``amount`` is an exact count in torch.nn.utils.prune);
 - ``torch.nn.utils.prune.global_unstructured`` over the same list with the same count.
@@ -60,7 +60,7 @@ class Remedy:
     layer: str
     extra_weights: int
     fraction_of_budget: float
-    config: str = 'prune_landscape.pruning.prune(..., final_layer="dense")'
+    config: str = 'prune_landscape.pruning.prune(..., final_layer_policy="dense")'
     feasible: bool = True
     min_density: float | None = None
     pipeline: str = "prune_landscape"
@@ -152,7 +152,7 @@ def plan_remedy(*, final_module: str, final_total: int, final_kept: int, kept: i
     head_pruned = final_total - head
     body_pruned = pruned_total - head_pruned
     if feasible:
-        ours = 'prune_landscape.pruning.prune(..., final_layer="dense")'
+        ours = 'prune_landscape.pruning.prune(..., final_layer_policy="dense")'
         lightning = (f'ModelPruning("l1_unstructured", parameters_to_prune={names}, amount={body_pruned}, '
                      f'use_global_unstructured=True)  # {path} left out: it stays dense')
         torch_call = f"prune.global_unstructured({names}, pruning_method=prune.L1Unstructured, amount={body_pruned})"

@@ -50,6 +50,7 @@ from prune_landscape.experiments.rowstore import RowStore, finished_rows, safe_n
 from prune_landscape.masks import MaskSet, make_pruning_permanent
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import prune
+from prune_landscape.pruning.reinit import redraw_initial_weights
 from prune_landscape.report import AuditReport
 from prune_landscape.training import evaluate, train
 
@@ -68,8 +69,8 @@ def fresh_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = factory()
-    if hasattr(model, "init_weights"):
-        model.init_weights(generator=torch.Generator().manual_seed(int(seed)))
+    if hasattr(model, "init_weights"):  # a model without one keeps the draw made under the seeded RNG above
+        redraw_initial_weights(model, int(seed))
     return model
 
 
@@ -113,7 +114,7 @@ def _cell_masks(cell: Cell, plan: SweepPlan, model: nn.Module, data: DataLike) -
     if cell.method == DENSE:
         return MaskSet.dense(model)
     options = dict(plan.method_options.get(cell.method, {}))
-    return prune(model, cell.method, cell.sparsity, data, final_layer=cell.final_layer_policy, scope=plan.scope,
+    return prune(model, cell.method, cell.sparsity, data, final_layer_policy=cell.final_layer_policy, scope=plan.scope,
                  seed=cell.seed, **options)
 
 

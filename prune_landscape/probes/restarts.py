@@ -269,7 +269,7 @@ def final_layer_ab(
     for seed in seed_values:
         base = _fresh_copy(model, seed)
         for arm, results in (("prune", sparse_losses), ("dense", dense_losses)):
-            masks = prune(base, method, sparsity, data, final_layer=arm, seed=seed)
+            masks = prune(base, method, sparsity, data, final_layer_policy=arm, seed=seed)
             trained = copy_model(base)
             results.append(train(trained, data, masks=masks, seed=seed, loss=loss, **train_options).final_loss)
             if arm == "prune":

@@ -69,7 +69,7 @@ def shrink(
     current = current_masks(network)
     if num_to_keep(1.0 - sparsity, current.num_total) >= current.num_kept:
         return current
-    masks = magnitude_step(network, sparsity, current, final_layer=policy, scope=scope, example_input=example_input)
+    masks = magnitude_step(network, sparsity, current, final_layer_policy=policy, scope=scope, example_input=example_input)
     return attach(trainer, network, masks)
 
 

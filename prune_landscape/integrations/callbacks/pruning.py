@@ -114,7 +114,7 @@ class PruneAtInit(pl.Callback):
         data = adapt_data(resolve_train_data(trainer, self.data), default_batch_to_inputs, default_batch_to_targets)
         masks = prune(
             net, self.method, self.sparsity, data,
-            final_layer=self.final_layer_policy, scope=self.scope, seed=self.seed, **self.options,
+            final_layer_policy=self.final_layer_policy, scope=self.scope, seed=self.seed, **self.options,
         )
         self.masks = attach(trainer, net, masks)
 
