@@ -219,9 +219,9 @@ def test_only_the_typed_policy_travels_after_construction(tmp_path, monkeypatch)
     seen = []
     original = FinalLayerPolicy.parse.__func__
 
-    def spy(cls, value):
+    def spy(cls, value, *args, **kwargs):
         seen.append(value)
-        return original(cls, value)
+        return original(cls, value, *args, **kwargs)
 
     monkeypatch.setattr(FinalLayerPolicy, "parse", classmethod(spy))
     lit = _lit()

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from curvlinops.papyan2020traces.spectrum import lanczos_approximate_spectrum_from_iter
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
 __all__ = [
@@ -169,6 +168,10 @@ def spectral_density(
     ``bounds`` (smallest, largest eigenvalue, e.g. from :func:`top_eigenvalues`) fix the grid, padded by
     5 % on each side.
     """
+    # Imported on use: curvlinops loads linear_operator, which runs torch.jit.script at import (about 1 s
+    # and a FutureWarning for every user of the package, probes or not).
+    from curvlinops.papyan2020traces.spectrum import lanczos_approximate_spectrum_from_iter
+
     if steps < 1 or repeats < 1:
         raise ValueError(f"expected steps >= 1 and repeats >= 1, got {steps}, {repeats}")
     total = None
