@@ -290,16 +290,16 @@ def test_the_scan_sees_the_package():
 
 def test_the_resolver_on_relative_and_submodule_imports(tmp_path):
     source = tmp_path / "demo.py"
-    source.write_text("from . import masks\nfrom .theory import classify, _common\nfrom .masks import _x\n"
+    source.write_text("from . import layers\nfrom .theory import classify, _common\nfrom .layers import _x\n"
                       "def f():\n    import wandb\nif TYPE_CHECKING:\n    import hydra\n")
-    known = {"prune_landscape", "prune_landscape.masks", "prune_landscape.theory", "prune_landscape.theory.classify",
+    known = {"prune_landscape", "prune_landscape.layers", "prune_landscape.theory", "prune_landscape.theory.classify",
              "prune_landscape.theory._common"}
     found = [(i.module, i.name, i.module_level) for i in imports_of(source, "prune_landscape.demo", known)]
-    assert found == [("prune_landscape.masks", None, True), ("prune_landscape.theory.classify", None, True),
-                     ("prune_landscape.theory._common", None, True), ("prune_landscape.masks", "_x", True),
+    assert found == [("prune_landscape.layers", None, True), ("prune_landscape.theory.classify", None, True),
+                     ("prune_landscape.theory._common", None, True), ("prune_landscape.layers", "_x", True),
                      ("wandb", None, False), ("hydra", None, False)]
     assert [p[1] for p in private_imports([Import("prune_landscape.demo", m, n, True, 1) for m, n, _ in found])] == [
-        "prune_landscape.theory._common"]  # masks._x is owned by the importer's own package
+        "prune_landscape.theory._common"]  # layers._x is owned by the importer's own package
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

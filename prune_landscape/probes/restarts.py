@@ -21,7 +21,7 @@ from scipy import stats
 from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, num_samples
-from prune_landscape.masks import MaskSet, find_parameter, make_pruning_permanent, prunable_parameters
+from prune_landscape.masks import MaskSet, find_parameter, make_pruning_permanent, prunable_parameters, stored_tensor
 from prune_landscape.modelcopy import copy_model
 from prune_landscape.probes.kept import resolve_loss
 from prune_landscape.pruning import prune
@@ -219,7 +219,7 @@ def budget_matched_masks(
                          f"got {final_layer_policy!r}, {method!r}")
     names = prunable_parameters(model)
     weights = {n: find_parameter(model, n) for n in names}
-    values = {n: getattr(m, f"{a}_orig", getattr(m, a)).detach().cpu() for n, (m, a) in weights.items()}
+    values = {n: stored_tensor(m, a).detach().cpu() for n, (m, a) in weights.items()}
     generator = torch.Generator().manual_seed(int(seed))
     scores = {n: (torch.rand(v.shape, generator=generator) if method == "random" else v.abs().double()) for n, v in values.items()}
     everything = {n: torch.ones(v.shape, dtype=torch.bool) for n, v in values.items()}

@@ -4,6 +4,11 @@ A mask is keyed by the *parameter name the user sees* (``"fc.weight"``), whateve
 ``torch.nn.utils.prune`` (``fc.weight_orig`` + ``fc.weight_mask``), a parametrization that multiplies by a
 ``mask`` tensor, or a model pruned "permanently" (exact zeros; such masks are marked ``inferred``).
 
+- this module: :class:`MaskSet`, the data (densities, intersection, fingerprint, apply, save, load);
+- :mod:`.mechanisms`: every ``torch.nn.utils.prune`` / parametrization detail (read, attach, fold, the
+  stored unmasked tensor);
+- :mod:`.storage`: the file format (safetensors plus format metadata).
+
 Example:
     >>> import torch
     >>> from prune_landscape import MaskSet, models
@@ -17,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
@@ -25,101 +29,14 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize, prune
-
 from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
+from prune_landscape.masks.mechanisms import attach_mask, attached_masks, make_pruning_permanent, stored_tensor
+from prune_landscape.masks.storage import read_masks, save_masks
 
-__all__ = ["PRUNABLE_TYPES", "MaskSet", "current_tensor", "find_parameter", "make_pruning_permanent", "prunable_parameters"]
-
-_FORMAT = "prune_landscape.MaskSet"
-_FORMAT_VERSION = "1"
-
-def make_pruning_permanent(model: nn.Module) -> nn.Module:
-    """Fold every ``torch.nn.utils.prune`` hook into its weight (``weight = orig * mask``, a plain Parameter).
-
-    The one place that removes prune hooks: callers then read exact zeros, and the model deep-copies
-    cleanly (a hooked weight computed with autograd on is a non-leaf tensor, which ``copy.deepcopy`` refuses).
-    Parametrizations (weight_norm, our mask parametrization) are left alone. Returns ``model``, changed in place.
-    """
-    for module in model.modules():
-        for key, hook in list(module._forward_pre_hooks.items()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-            elif isinstance(hook, _RefreshChildMasks):
-                del module._forward_pre_hooks[key]
-    return model
-
-
-class _RefreshChildMasks:
-    """A parent's forward pre-hook that recomputes its children's pruned weights (``orig * mask``).
-
-    torch.nn.utils.prune recomputes ``weight`` only when the owning module itself is called. Some modules
-    read a child's weight without calling the child (``nn.MultiheadAttention`` and ``out_proj``,
-    torchvision's Swin attention and ``qkv``/``proj``): the weight then stays the tensor computed when the
-    mask was attached, so the optimizer's updates never reach it and a second backward fails. Children are
-    kept by name (not by reference) so that ``copy.deepcopy`` and pickling carry the hook over correctly.
-    """
-
-    def __init__(self) -> None:
-        self.targets: set[tuple[str, str]] = set()
-
-    def __call__(self, parent: nn.Module, args: object) -> None:
-        for child_name, attr in self.targets:
-            child = parent.get_submodule(child_name)
-            mask = child._buffers.get(f"{attr}_mask")
-            if mask is not None and f"{attr}_orig" in child._parameters:
-                setattr(child, attr, child._parameters[f"{attr}_orig"] * mask)
-
-
-def _refresh_from_parent(model: nn.Module, module: nn.Module, attr: str) -> None:
-    """Make ``module``'s parent recompute ``module.<attr>`` too (see :class:`_RefreshChildMasks`)."""
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if child is module:
-                hook = next((h for h in parent._forward_pre_hooks.values() if isinstance(h, _RefreshChildMasks)), None)
-                if hook is None:
-                    hook = _RefreshChildMasks()
-                    parent.register_forward_pre_hook(hook)
-                hook.targets.add((child_name, attr))
-
-
-class _MaskParametrization(nn.Module):
-    """``weight * mask`` as a parametrization, for tensors that are already parametrized (weight_norm)."""
-
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask.clone())
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask.to(weight.dtype)
-
-
-def _canonical(model: nn.Module, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Masks keyed by canonical names: a tied tensor masked in each owner appears once."""
-    from prune_landscape.layers import prunable_weights
-
-    alias_of = {}
-    for scope in ("all",):
-        try:
-            for weight in prunable_weights(model, scope=scope):
-                alias_of.update({alias: weight.name for alias in weight.aliases})
-        except ValueError:
-            pass
-    result: dict[str, torch.Tensor] = {}
-    for name, mask in found.items():
-        key = alias_of.get(name, name)
-        result[key] = result[key] & mask if key in result else mask
-    return result
-
-
-def _parametrization_mask(module: nn.Module, attr: str) -> torch.Tensor | None:
-    masks = [p.mask for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
-    if not masks:
-        return None
-    combined = masks[0] != 0
-    for extra in masks[1:]:
-        combined = combined & (extra != 0)
-    return combined
+__all__ = [
+    "PRUNABLE_TYPES", "MaskSet", "attach_mask", "attached_masks", "current_tensor", "find_parameter",
+    "make_pruning_permanent", "prunable_parameters", "stored_tensor",
+]
 
 
 class MaskSet(Mapping[str, torch.Tensor]):
@@ -185,20 +102,9 @@ class MaskSet(Mapping[str, torch.Tensor]):
         if source not in ("auto", "hooks", "zeros"):
             raise ValueError(f"source must be 'auto', 'hooks' or 'zeros', got {source!r}")
         if source in ("auto", "hooks"):
-            found: dict[str, torch.Tensor] = {}
-            for module_name, module in model.named_modules():
-                prefix = f"{module_name}." if module_name else ""
-                for buffer_name, buffer in module._buffers.items():
-                    attr = buffer_name[: -len("_mask")]
-                    if buffer_name.endswith("_mask") and buffer is not None and f"{attr}_orig" in module._parameters:
-                        found[prefix + attr] = buffer != 0
-                if parametrize.is_parametrized(module):
-                    for attr in module.parametrizations:
-                        mask = _parametrization_mask(module, attr)
-                        if mask is not None:
-                            found[prefix + attr] = mask
+            found = attached_masks(model)
             if found or source == "hooks":
-                return cls(_canonical(model, found))
+                return cls(found)
         zeros = {}
         for name in prunable_parameters(model):
             module, attr = find_parameter(model, name)
@@ -321,43 +227,13 @@ class MaskSet(Mapping[str, torch.Tensor]):
             # A tied tensor is masked in every module that holds it, so the tie (one Parameter, held as
             # ``*_orig`` by each owner) survives and every use sees the same zeros.
             for module, attr in tensor_owners(model, name):
-                self._apply_one(module, attr, name, mask)
-                if f"{attr}_mask" in module._buffers:
-                    _refresh_from_parent(model, module, attr)
+                attach_mask(model, module, attr, mask)
         return model
 
-    @staticmethod
-    def _apply_one(module: nn.Module, attr: str, name: str, mask: torch.Tensor) -> None:
-        if f"{attr}_mask" in module._buffers:
-            buffer = module._buffers[f"{attr}_mask"]
-            buffer.copy_(mask.to(buffer.device, buffer.dtype))
-            setattr(module, attr, module._parameters[f"{attr}_orig"] * buffer)
-        elif parametrize.is_parametrized(module, attr):
-            holders = [p for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
-            if not holders:
-                # weight_norm / spectral_norm / custom: append ``* mask`` to the chain (the original stays
-                # the Parameter the optimizer holds).
-                device = module.parametrizations[attr].original0.device if not hasattr(
-                    module.parametrizations[attr], "original") else module.parametrizations[attr].original.device
-                parametrize.register_parametrization(module, attr, _MaskParametrization(mask.to(device)))
-                return
-            holders[0].mask.copy_(mask.to(holders[0].mask.device, holders[0].mask.dtype))
-            for extra in holders[1:]:
-                extra.mask.fill_(1)
-        else:
-            device = module._parameters[attr].device
-            prune.custom_from_mask(module, attr, mask.to(device))
-
-    # -- persistence -------------------------------------------------------------------------------------
+    # -- persistence (the file format lives in :mod:`.storage`) ------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the masks as a safetensors file (no pickled code); returns the path."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"format": _FORMAT, "version": _FORMAT_VERSION, "inferred": json.dumps(self._inferred)}
-        save_file(dict(self._masks), str(path), metadata=metadata)
-        return path
+        return save_masks(self._masks, self._inferred, path)
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, *, strict: bool = True) -> MaskSet:
@@ -375,35 +251,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
             ValueError: naming ``path``: not a safetensors file, not a MaskSet file, an unknown format version,
                 bad metadata, non-bool tensors, or masks that do not fit ``model``.
         """
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"expected a MaskSet file written by MaskSet.save at {path}, found nothing")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                if metadata.get("format") != _FORMAT:
-                    raise ValueError(f"{path} is not a {_FORMAT} file: expected format metadata {_FORMAT!r}, got "
-                                     f"{metadata.get('format')!r}")
-                if metadata.get("version") != _FORMAT_VERSION:
-                    raise ValueError(f"{path}: unknown {_FORMAT} format version {metadata.get('version')!r}; this "
-                                     f"version reads {_FORMAT_VERSION!r} (upgrade prune_landscape to read it)")
-                masks = {name: handle.get_tensor(name) for name in handle.keys()}
-        except ValueError:
-            raise
-        except Exception as error:  # safetensors raises its own error types for a corrupt or foreign file
-            raise ValueError(f"{path} is not a readable {_FORMAT} file (expected a safetensors file written by "
-                             f"MaskSet.save): {type(error).__name__}: {error}") from None
-        try:
-            inferred = json.loads(metadata.get("inferred", "false"))
-        except json.JSONDecodeError:
-            inferred = None
-        if not isinstance(inferred, bool):
-            raise ValueError(f"{path}: metadata 'inferred' must be 'true' or 'false', got {metadata.get('inferred')!r}")
-        not_bool = sorted(name for name, mask in masks.items() if mask.dtype != torch.bool)
-        if not_bool:
-            raise ValueError(f"{path}: masks must be bool tensors, got {masks[not_bool[0]].dtype} for {not_bool[0]!r}")
+        masks, inferred = read_masks(path)
         loaded = cls(masks, inferred=inferred)
         if model is not None:
             try:

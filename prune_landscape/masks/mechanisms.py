@@ -1,0 +1,158 @@
+"""Every ``torch.nn.utils.prune`` and parametrization detail of a mask held in a model, in one place.
+
+Reading the masks a model carries, attaching one, folding them in (removing the hooks), and the stored
+unmasked tensor behind a masked weight. :class:`~prune_landscape.masks.MaskSet` is the data; this is how it
+meets a module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize, prune
+
+from prune_landscape.layers import prunable_weights
+
+__all__ = ["attach_mask", "attached_masks", "make_pruning_permanent", "stored_tensor"]
+
+
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
+    """Fold every ``torch.nn.utils.prune`` hook into its weight (``weight = orig * mask``, a plain Parameter).
+
+    The one place that removes prune hooks: callers then read exact zeros, and the model deep-copies
+    cleanly (a hooked weight computed with autograd on is a non-leaf tensor, which ``copy.deepcopy`` refuses).
+    Parametrizations (weight_norm, our mask parametrization) are left alone. Returns ``model``, changed in place.
+    """
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+            elif isinstance(hook, _RefreshChildMasks):
+                del module._forward_pre_hooks[key]
+    return model
+
+
+class _RefreshChildMasks:
+    """A parent's forward pre-hook that recomputes its children's pruned weights (``orig * mask``).
+
+    torch.nn.utils.prune recomputes ``weight`` only when the owning module itself is called. Some modules
+    read a child's weight without calling the child (``nn.MultiheadAttention`` and ``out_proj``,
+    torchvision's Swin attention and ``qkv``/``proj``): the weight then stays the tensor computed when the
+    mask was attached, so the optimizer's updates never reach it and a second backward fails. Children are
+    kept by name (not by reference) so that ``copy.deepcopy`` and pickling carry the hook over correctly.
+    """
+
+    def __init__(self) -> None:
+        self.targets: set[tuple[str, str]] = set()
+
+    def __call__(self, parent: nn.Module, args: object) -> None:
+        for child_name, attr in self.targets:
+            child = parent.get_submodule(child_name)
+            mask = child._buffers.get(f"{attr}_mask")
+            if mask is not None and f"{attr}_orig" in child._parameters:
+                setattr(child, attr, child._parameters[f"{attr}_orig"] * mask)
+
+
+def _refresh_from_parent(model: nn.Module, module: nn.Module, attr: str) -> None:
+    """Make ``module``'s parent recompute ``module.<attr>`` too (see :class:`_RefreshChildMasks`)."""
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if child is module:
+                hook = next((h for h in parent._forward_pre_hooks.values() if isinstance(h, _RefreshChildMasks)), None)
+                if hook is None:
+                    hook = _RefreshChildMasks()
+                    parent.register_forward_pre_hook(hook)
+                hook.targets.add((child_name, attr))
+
+
+class _MaskParametrization(nn.Module):
+    """``weight * mask`` as a parametrization, for tensors that are already parametrized (weight_norm)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype)
+
+
+def _canonical(model: nn.Module, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks keyed by canonical names: a tied tensor masked in each owner appears once."""
+    alias_of = {}
+    for scope in ("all",):
+        try:
+            for weight in prunable_weights(model, scope=scope):
+                alias_of.update({alias: weight.name for alias in weight.aliases})
+        except ValueError:
+            pass
+    result: dict[str, torch.Tensor] = {}
+    for name, mask in found.items():
+        key = alias_of.get(name, name)
+        result[key] = result[key] & mask if key in result else mask
+    return result
+
+
+def _parametrization_mask(module: nn.Module, attr: str) -> torch.Tensor | None:
+    masks = [p.mask for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
+    if not masks:
+        return None
+    combined = masks[0] != 0
+    for extra in masks[1:]:
+        combined = combined & (extra != 0)
+    return combined
+
+
+def attached_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The masks ``model`` carries, keyed by canonical parameter name (a tied tensor appears once).
+
+    Read from torch.nn.utils.prune buffers (stacked methods give their combined mask) and from
+    parametrizations that carry a ``mask`` tensor.
+    """
+    found: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        for buffer_name, buffer in module._buffers.items():
+            attr = buffer_name[: -len("_mask")]
+            if buffer_name.endswith("_mask") and buffer is not None and f"{attr}_orig" in module._parameters:
+                found[prefix + attr] = buffer != 0
+        if parametrize.is_parametrized(module):
+            for attr in module.parametrizations:
+                mask = _parametrization_mask(module, attr)
+                if mask is not None:
+                    found[prefix + attr] = mask
+    return _canonical(model, found)
+
+
+def stored_tensor(module: nn.Module, attr: str) -> torch.Tensor:
+    """The unmasked tensor behind ``module.<attr>``: ``<attr>_orig`` under torch.nn.utils.prune, else
+    ``module.<attr>`` itself (a parametrized tensor's value, a plain Parameter)."""
+    if f"{attr}_orig" in module._parameters:
+        return module._parameters[f"{attr}_orig"]
+    return getattr(module, attr)
+
+
+def attach_mask(model: nn.Module, module: nn.Module, attr: str, mask: torch.Tensor) -> None:
+    """Set ``module.<attr>``'s mask to ``mask`` (``model`` is the root, for the parent refresh below).
+
+    An already pruned tensor keeps its ``*_orig`` Parameter and has its mask buffer overwritten; a
+    parametrized one gets (or updates) a mask parametrization; a plain one gets torch.nn.utils.prune's.
+    """
+    if f"{attr}_mask" in module._buffers:
+        buffer = module._buffers[f"{attr}_mask"]
+        buffer.copy_(mask.to(buffer.device, buffer.dtype))
+        setattr(module, attr, module._parameters[f"{attr}_orig"] * buffer)
+    elif parametrize.is_parametrized(module, attr):
+        holders = [p for p in module.parametrizations[attr] if isinstance(getattr(p, "mask", None), torch.Tensor)]
+        if not holders:
+            # weight_norm / spectral_norm / custom: append ``* mask`` to the chain (the original stays
+            # the Parameter the optimizer holds).
+            parametrize.register_parametrization(module, attr, _MaskParametrization(mask.to(getattr(module, attr).device)))
+            return
+        holders[0].mask.copy_(mask.to(holders[0].mask.device, holders[0].mask.dtype))
+        for extra in holders[1:]:
+            extra.mask.fill_(1)
+    else:
+        device = module._parameters[attr].device
+        prune.custom_from_mask(module, attr, mask.to(device))
+    if f"{attr}_mask" in module._buffers:
+        _refresh_from_parent(model, module, attr)
