@@ -50,7 +50,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize, prune
 from torch.overrides import TorchFunctionMode
 
-from prune_landscape.generic_ops import CONV_NAMES, SUBSTITUTES, attention_math, layer_norm_math, mha_forward
+from prune_landscape.generic_ops import CONV_NAMES, SUBSTITUTES, attention_math, layer_norm_dual, mha_forward
 from prune_landscape.layers import PrunableWeight, current_tensor
 
 __all__ = ["CallRecord", "DependencePass", "default_output", "run_dependence"]
@@ -144,6 +144,43 @@ def _feature_reduce(tensor: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.maximum(high, low.neg())
 
 
+_ADD, _SUB, _RSUB, _MUL, _DIV = "add", "sub", "rsub", "mul", "div"
+_ARITHMETIC = {
+    "__add__": _ADD, "__radd__": _ADD, "add": _ADD, "__sub__": _SUB, "sub": _SUB, "subtract": _SUB,
+    "__rsub__": _RSUB, "rsub": _RSUB, "__mul__": _MUL, "__rmul__": _MUL, "mul": _MUL, "multiply": _MUL,
+    "__truediv__": _DIV, "div": _DIV, "divide": _DIV, "true_divide": _DIV,
+}
+
+
+def _dual_arithmetic(func: Callable, name: str, args: tuple) -> torch.Tensor | None:
+    """``a op b`` with exactly one dual operand, its tangent computed directly; None when not that case.
+
+    Forward-mode AD gives the constant operand a zero tangent of the "efficient zero" kind, whose kernels
+    run through Python reference implementations: about 1 ms per op, for every bias, norm scale and scalar
+    a forward multiplies or adds. The value is computed by ``func`` on the primal (so the backward pass
+    sees it), the tangent is +-t, t * b or t / b.
+    """
+    tangents = [fwAD.unpack_dual(a).tangent if isinstance(a, torch.Tensor) else None for a in args]
+    if (tangents[0] is None) == (tangents[1] is None):
+        return None
+    side = 0 if tangents[0] is not None else 1
+    kind, other, tangent = _ARITHMETIC[name], args[1 - side], tangents[side]
+    if kind == _DIV and side == 1:
+        return None
+    primals = list(args)
+    primals[side] = fwAD.unpack_dual(args[side]).primal
+    out = func(*primals)
+    with torch.no_grad():
+        if kind in (_MUL, _DIV):
+            change = tangent * other if kind == _MUL else tangent / other
+        else:
+            negate = (kind == _SUB and side == 1) or (kind == _RSUB and side == 0)
+            change = -tangent if negate else tangent
+        if change.shape != out.shape or change.dtype != out.dtype:
+            change = change.expand(out.shape).to(out.dtype, copy=True)
+    return fwAD.make_dual(out, change)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The interception mode
 # ---------------------------------------------------------------------------------------------------
@@ -181,7 +218,11 @@ class _Recorder(TorchFunctionMode):
         if self.dual and name == "scaled_dot_product_attention":
             return attention_math(*args, **kwargs)
         if self.dual and name == "layer_norm":
-            return layer_norm_math(*args, **kwargs)
+            return layer_norm_dual(*args, **kwargs)
+        if self.dual and name in _ARITHMETIC and len(args) == 2 and not kwargs:
+            out = _dual_arithmetic(func, name, args)
+            if out is not None:
+                return out
         if self.dual and name in ("embedding", "embedding_bag"):
             return self._dual_embedding(func, name, args, kwargs)
         weight, kind, x = self._tracked_weight(name, args, kwargs)
@@ -191,6 +232,8 @@ class _Recorder(TorchFunctionMode):
         scale = self.output_scale.get(id(weight)) if kind != "embedding" else None
         if kind == "embedding" and id(weight) in self.soft:
             out = self._soft_embedding(name, args, kwargs, weight)
+        elif self.dual and kind in ("linear", "conv"):
+            out = self._dual_linear(func, name, args, kwargs, scale, axis)
         elif scale is not None:
             out = self._scaled(func, name, args, kwargs, scale, axis)
         else:
@@ -208,6 +251,35 @@ class _Recorder(TorchFunctionMode):
             if isinstance(weight, torch.Tensor) and id(weight) in self.tracked:
                 return weight, "linear", args[1]
         return None, "", None
+
+    @classmethod
+    def _dual_linear(cls, func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor | None,
+                     axis: int) -> torch.Tensor:
+        """A linear/conv call on a dual input, its tangent computed as one product ``W t`` (scaled like the
+        output, no bias). Forward-mode AD would also multiply by the weight's (zero) tangent: one more
+        product of the layer's size."""
+        position = 1 if name == "addmm" else 0
+        primal, tangent = fwAD.unpack_dual(args[position])
+        args = list(args)
+        args[position] = primal
+        out = cls._scaled(func, name, args, kwargs, scale, axis) if scale is not None else func(*args, **kwargs)
+        if tangent is None:
+            return out
+        with torch.no_grad():
+            if name == "addmm":
+                change = torch.mm(tangent, args[2]) * kwargs.get("alpha", 1)
+            else:
+                args[position], kwargs = tangent, dict(kwargs)
+                if len(args) > 2:
+                    args[2] = None
+                else:
+                    kwargs["bias"] = None
+                change = func(*args, **kwargs)
+            if scale is not None:
+                shape = [1] * change.dim()
+                shape[axis] = -1
+                change = change * scale.reshape(shape)
+        return fwAD.make_dual(out, change)
 
     @staticmethod
     def _scaled(func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor, axis: int) -> torch.Tensor:

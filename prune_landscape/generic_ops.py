@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["CONV_NAMES", "SUBSTITUTES", "attention_math", "layer_norm_math", "mha_forward"]
+__all__ = ["CONV_NAMES", "SUBSTITUTES", "attention_math", "layer_norm_dual", "mha_forward"]
 
 _LEAK = 0.1
 
@@ -76,15 +77,25 @@ def _adaptive_avg_pool(dims: int) -> Callable[..., torch.Tensor]:
     return substitute
 
 
-def layer_norm_math(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """layer_norm written out: forward-mode AD through the fused kernel is several times slower."""
-    dims = tuple(range(-len(normalized_shape), 0))
-    mean = x.mean(dim=dims, keepdim=True)
-    centred = x - mean
-    y = centred * torch.rsqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
-    if weight is not None:
-        y = y * weight
-    return y + bias if bias is not None else y
+def layer_norm_dual(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """layer_norm on a dual input: the fused kernel for the value (and its backward), the tangent written
+    out (forward-mode AD through the fused kernel is several times slower):
+    ``d y = w * inv * (dc - n * mean(n * dc))`` with ``c = x - mean(x)``, ``inv = 1 / sqrt(mean(c^2) + eps)``,
+    ``n = c * inv`` and ``dc = dx - mean(dx)``."""
+    primal, tangent = fwAD.unpack_dual(x)
+    out = F.layer_norm(primal, normalized_shape, weight, bias, eps)
+    if tangent is None:
+        return out
+    with torch.no_grad():
+        dims = tuple(range(-len(normalized_shape), 0))
+        centred = primal - primal.mean(dim=dims, keepdim=True)
+        inv = torch.rsqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
+        normed = centred * inv
+        moved = tangent - tangent.mean(dim=dims, keepdim=True)
+        change = (moved - normed * (normed * moved).mean(dim=dims, keepdim=True)) * inv
+        if weight is not None:
+            change = change * weight
+    return fwAD.make_dual(out, change)
 
 
 def attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -112,7 +123,9 @@ def _leaky_saturating(op: Callable[..., torch.Tensor]) -> Callable[..., torch.Te
         kwargs.pop("inplace", None)
         if args and isinstance(args[-1], bool):  # F.silu(x, inplace), F.elu(x, alpha, inplace)
             args = args[:-1]
-        return op(x, *args, **kwargs) + _SATURATION_LEAK * x
+        # One add with alpha: its tangent rule has no constant operand (a scalar product would take
+        # forward-mode AD's slow path for zero tangents).
+        return torch.add(op(x, *args, **kwargs), x, alpha=_SATURATION_LEAK)
 
     return substitute
 

@@ -143,13 +143,14 @@ def prunable_weights(model: nn.Module, *, scope: Scope = "layers") -> list[Pruna
     for module_name, attr, kind, axis, default, tensor in entries:
         by_tensor.setdefault(id(tensor), []).append((module_name, attr, kind, axis, default))
     canonical = {key: next((o for o in owners if o[4]), owners[0]) for key, owners in by_tensor.items()}
+    owners_of = _owner_names(model)  # one walk over the modules, not one per weight
     result = []
     for module_name, attr, _, _, _, tensor in entries:
         chosen = canonical[id(tensor)]
         if (chosen[0], chosen[1]) != (module_name, attr):
             continue
         name = _join(module_name, attr)
-        aliases = tuple(_join(m, a) for m, a in _all_owner_names(model, tensor) if _join(m, a) != name)
+        aliases = tuple(_join(m, a) for m, a in owners_of.get(id(tensor), []) if _join(m, a) != name)
         result.append(PrunableWeight(name, module_name, attr, chosen[2], chosen[3], aliases))
     return result
 
@@ -158,16 +159,20 @@ def _join(module_name: str, attr: str) -> str:
     return f"{module_name}.{attr}" if module_name else attr
 
 
-def _all_owner_names(model: nn.Module, tensor: torch.Tensor) -> list[tuple[str, str]]:
-    owners = []
+def _owner_names(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """id(stored tensor) -> every ``(module name, user-visible attr)`` holding it, in registration order."""
+    owners: dict[int, list[tuple[str, str]]] = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
+        if ".parametrizations." in f".{module_name}.":
+            continue
         for attr in list(module._parameters) + (list(module.parametrizations) if parametrize.is_parametrized(module) else []):
             user_attr = attr[: -len("_orig")] if attr.endswith("_orig") else attr
             if module._parameters.get(attr) is None and not parametrize.is_parametrized(module, attr):
                 continue
-            if _raw_tensor(module, user_attr) is tensor and (module_name, user_attr) not in owners:
-                owners.append((module_name, user_attr))
-    return [o for o in owners if ".parametrizations." not in f".{o[0]}."]
+            found = owners.setdefault(id(_raw_tensor(module, user_attr)), [])
+            if (module_name, user_attr) not in found:
+                found.append((module_name, user_attr))
+    return owners
 
 
 def prunable_parameters(model: nn.Module, *, scope: Scope = "layers") -> list[str]:
@@ -203,7 +208,7 @@ def tensor_owners(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
     """Every ``(module, attr)`` holding the tensor called ``name`` (more than one when it is tied)."""
     module, attr = find_parameter(model, name)
     tensor = _raw_tensor(module, attr)
-    owners = [(model.get_submodule(m) if m else model, a) for m, a in _all_owner_names(model, tensor)]
+    owners = [(model.get_submodule(m) if m else model, a) for m, a in _owner_names(model).get(id(tensor), [])]
     return owners or [(module, attr)]
 
 
