@@ -50,7 +50,14 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize, prune
 from torch.overrides import TorchFunctionMode
 
-from prune_landscape.generic_ops import CONV_NAMES, SUBSTITUTES, attention_math, layer_norm_dual, mha_forward
+from prune_landscape.generic_ops import (
+    CONV_NAMES,
+    SUBSTITUTES,
+    attention_math,
+    batch_norm_dual,
+    layer_norm_dual,
+    mha_forward,
+)
 from prune_landscape.layers import PrunableWeight, current_tensor
 
 __all__ = ["CallRecord", "DependencePass", "default_output", "run_dependence"]
@@ -219,6 +226,10 @@ class _Recorder(TorchFunctionMode):
             return attention_math(*args, **kwargs)
         if self.dual and name == "layer_norm":
             return layer_norm_dual(*args, **kwargs)
+        if self.dual and name == "batch_norm":
+            out = batch_norm_dual(*args, **kwargs)
+            if out is not None:
+                return out
         if self.dual and name in _ARITHMETIC and len(args) == 2 and not kwargs:
             out = _dual_arithmetic(func, name, args)
             if out is not None:
@@ -381,6 +392,14 @@ class _Recorder(TorchFunctionMode):
 # ---------------------------------------------------------------------------------------------------
 
 
+def _row_norms(weights: torch.Tensor, unit_axis: int) -> torch.Tensor:
+    """Euclidean norm of each unit's weights. Units along axis 0: a norm over contiguous rows. Along another
+    axis (HF Conv1D, transposed convs): squares summed across rows, ~5x faster than a strided norm."""
+    if unit_axis == 0:
+        return torch.linalg.vector_norm(weights.reshape(weights.shape[0], -1), dim=1)
+    return weights.square().sum(dim=[axis for axis in range(weights.dim()) if axis != unit_axis]).sqrt()
+
+
 def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
              generator: torch.Generator, embedding: bool, from_model: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
@@ -399,8 +418,7 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
         # Rows rescaled to unit norm, as the random draws below: the model's directions, a controlled scale
         # (random-init weights with BatchNorm statistics of 0 and 1 would otherwise blow activations up).
         # The scale is returned, to be applied to the layer's output (cheaper than rewriting the weight).
-        rows = weights.movedim(unit_axis, 0)
-        norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
+        norms = _row_norms(weights, unit_axis)
         empty = norms == 0
         if mask is not None and bool(empty.any()):
             # Kept entries that are all exactly 0 in a row (a zero-initialised head): random values instead.
@@ -410,8 +428,7 @@ def _generic(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dt
                 row_shape = [1] * weights.dim()
                 row_shape[unit_axis] = -1
                 weights = torch.where((empty & kept_rows).reshape(row_shape) & mask.to(fill.device), fill, weights)
-                rows = weights.movedim(unit_axis, 0)
-                norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
+                norms = _row_norms(weights, unit_axis)
         # A row with no kept weight outputs its bias alone: leave it unscaled (1/0 would turn it into NaN).
         return weights, torch.where(norms > 0, norms.reciprocal(), torch.ones_like(norms))
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)

@@ -16,7 +16,7 @@ import torch
 import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["CONV_NAMES", "SUBSTITUTES", "attention_math", "layer_norm_dual", "mha_forward"]
+__all__ = ["CONV_NAMES", "SUBSTITUTES", "attention_math", "batch_norm_dual", "layer_norm_dual", "mha_forward"]
 
 _LEAK = 0.1
 
@@ -95,6 +95,24 @@ def layer_norm_dual(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         change = (moved - normed * (normed * moved).mean(dim=dims, keepdim=True)) * inv
         if weight is not None:
             change = change * weight
+    return fwAD.make_dual(out, change)
+
+
+def batch_norm_dual(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """batch_norm in eval mode on a dual input: a per-channel affine map, so the tangent is
+    ``t * weight / sqrt(running_var + eps)``. None in training mode (batch statistics: the caller falls
+    back to forward-mode AD); forward-mode AD's own rule takes a slow path for the constant weight and bias."""
+    primal, tangent = fwAD.unpack_dual(x)
+    if training or running_mean is None or running_var is None or tangent is None:
+        return None
+    out = F.batch_norm(primal, running_mean, running_var, weight, bias, False, momentum, eps)
+    with torch.no_grad():
+        scale = torch.rsqrt(running_var + eps)
+        if weight is not None:
+            scale = scale * weight
+        shape = [1] * tangent.dim()
+        shape[1] = -1
+        change = tangent * scale.reshape(shape)
     return fwAD.make_dual(out, change)
 
 
