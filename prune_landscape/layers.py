@@ -24,18 +24,22 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from prune_landscape.forward_order import layer_calls
 
 __all__ = [
     "PRUNABLE_TYPES",
     "PrunableWeight",
     "Scope",
     "current_tensor",
+    "final_layer_name",
     "find_parameter",
     "prunable_parameters",
     "prunable_weights",
@@ -243,3 +247,53 @@ def current_tensor(module: nn.Module, attr: str) -> torch.Tensor:
             for m, flag in modes:
                 m.training = flag
     return getattr(module, attr).detach()
+
+
+def final_layer_name(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    output_transform: Callable[[Any], torch.Tensor] | None = None,
+    prunable: Scope = "layers",
+) -> str:
+    """The head's weight name: the last prunable Linear/Conv call, in forward order, whose output reaches
+    the model's output (the last one called when none does), from one forward pass that records the calls
+    and reads the autograd graph (:mod:`prune_landscape.forward_order`; masks and weight values play no part).
+
+    This is the final layer :func:`prune_landscape.analyze_structure` chooses, at the cost of one forward.
+
+    Args:
+        model: any ``nn.Module``; never changed.
+        example_inputs: a tensor (its first sample is used), a tuple of positional arguments or a dict of
+            keyword arguments. Without it: zeros of the first layer's width when that layer is a Linear,
+            else the last prunable layer in registration order (the classifier of every built-in and
+            torchvision model).
+        output_transform: raw output -> "the" output tensor (default: the tensor, ``logits``, or the first
+            floating tensor).
+        prunable: the prunable set (see :func:`prunable_weights`).
+
+    Raises:
+        ValueError: if no Linear or Conv layer of the model runs in its forward pass.
+    """
+    weights = prunable_weights(model, scope=prunable)
+    given = example_inputs is not None
+    if not given:
+        first = model.get_submodule(weights[0].module) if weights[0].module else model
+        if not isinstance(first, nn.Linear):
+            return weights[-1].name
+        reference = current_tensor(first, "weight")
+        example_inputs = torch.zeros(1, first.in_features, dtype=reference.dtype, device=reference.device)
+    elif isinstance(example_inputs, torch.Tensor) and example_inputs.dim() >= 2:
+        example_inputs = example_inputs[:1]
+    watched = {w.name: [(w.module, w.attr)] + [(a.rpartition(".")[0], a.rpartition(".")[2]) for a in w.aliases]
+               for w in weights}
+    try:
+        calls = [(name, reaches) for name, _, reaches in layer_calls(model, example_inputs, watched, output_transform)]
+        if not calls:
+            raise ValueError(f"no Linear or Conv layer of {type(model).__name__} ran in the forward pass")
+    except ValueError:
+        if given:
+            raise
+        return weights[-1].name  # zeros did not fit the model: registration order, as documented
+    reaching = [name for name, reaches in calls if reaches]
+    return reaching[-1] if reaching else calls[-1][0]

@@ -71,7 +71,8 @@ import torch
 from torch import nn
 
 from prune_landscape.dependence import run_dependence
-from prune_landscape.layers import PrunableWeight, Scope, current_tensor, prunable_parameters, prunable_weights
+from prune_landscape import layers
+from prune_landscape.layers import PrunableWeight, Scope, current_tensor, prunable_weights
 from prune_landscape.masks import MaskSet
 
 __all__ = ["LayerStructure", "Structure", "analyze_structure", "final_layer_name"]
@@ -526,14 +527,6 @@ def final_layer_name(
     *,
     output_transform: Callable[[Any], torch.Tensor] | None = None,
 ) -> str:
-    """The head's weight name: the last prunable layer on the output's path (mask-independent).
-
-    Without ``example_input`` (and a conv first layer) this falls back to the last prunable layer in
-    registration order, which is the classifier for every built-in and torchvision model.
-    """
-    try:
-        return analyze_structure(model, example_input, MaskSet({}), output_transform=output_transform).final_layer
-    except ValueError:
-        if example_input is not None:
-            raise
-        return prunable_parameters(model)[-1]
+    """The head's weight name (the final layer :func:`analyze_structure` chooses), from the cheap forward pass
+    of :func:`prune_landscape.layers.final_layer_name`, where it now lives; kept here so old imports work."""
+    return layers.final_layer_name(model, example_input, output_transform=output_transform)
