@@ -1,9 +1,11 @@
 """The ops the dependence pass swaps in while it runs (see :mod:`prune_landscape.dependence`).
 
 Path-preserving substitutes for functions that hide paths for particular values (ReLU-family, hard gates,
-max-pooling, saturating functions), and written-out versions of fused kernels that forward-mode AD
-cannot go through (layer_norm, scaled_dot_product_attention) or whose inner projections must be seen
-(``F.multi_head_attention_forward``).
+max-pooling, saturating functions); written-out versions of fused kernels that forward-mode AD cannot go
+through (scaled_dot_product_attention) or whose inner projections must be seen
+(``F.multi_head_attention_forward``); and tangents written out where forward-mode AD's own rule is slow:
+prunable calls (one product ``W t``, not two), layer_norm and eval-mode batch_norm, arithmetic with one
+constant operand (forward-mode AD gives it an "efficient zero" tangent whose kernels run in Python).
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ import torch
 import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["CONV_NAMES", "SUBSTITUTES", "attention_math", "batch_norm_dual", "layer_norm_dual", "mha_forward"]
+__all__ = [
+    "ARITHMETIC",
+    "CONV_NAMES",
+    "SUBSTITUTES",
+    "attention_math",
+    "batch_norm_dual",
+    "dual_arithmetic",
+    "dual_linear_call",
+    "layer_norm_dual",
+    "mha_forward",
+    "scaled_call",
+]
 
 _LEAK = 0.1
 
@@ -181,10 +194,107 @@ CONV_NAMES = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2
 
 
 # ---------------------------------------------------------------------------------------------------
+# Prunable calls: unit-norm rows applied to the output, tangents as one product
+# ---------------------------------------------------------------------------------------------------
+
+
+def dual_linear_call(func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor | None,
+                     axis: int) -> torch.Tensor:
+    """A linear/conv call on a dual input, its tangent computed as one product ``W t`` (scaled like the
+    output, no bias). Forward-mode AD would also multiply by the weight's (zero) tangent: one more
+    product of the layer's size."""
+    position = 1 if name == "addmm" else 0
+    primal, tangent = fwAD.unpack_dual(args[position])
+    args = list(args)
+    args[position] = primal
+    out = scaled_call(func, name, args, kwargs, scale, axis) if scale is not None else func(*args, **kwargs)
+    if tangent is None:
+        return out
+    with torch.no_grad():
+        if name == "addmm":
+            change = torch.mm(tangent, args[2]) * kwargs.get("alpha", 1)
+        else:
+            args[position], kwargs = tangent, dict(kwargs)
+            if len(args) > 2:
+                args[2] = None
+            else:
+                kwargs["bias"] = None
+            change = func(*args, **kwargs)
+        if scale is not None:
+            shape = [1] * change.dim()
+            shape[axis] = -1
+            change = change * scale.reshape(shape)
+    return fwAD.make_dual(out, change)
+
+def scaled_call(func: Callable, name: str, args: tuple, kwargs: dict, scale: torch.Tensor, axis: int) -> torch.Tensor:
+    """``(W x) * scale + b``: the weight's rows at unit norm, the bias left as it is (a scaled bias could
+    push a softmax or a gate into exact saturation)."""
+    args, kwargs = list(args), dict(kwargs)
+    if name == "addmm":
+        bias = args[0]
+        out = torch.mm(args[1], args[2])
+    else:
+        if len(args) > 2:
+            bias, args[2] = args[2], None
+        else:
+            bias = kwargs.pop("bias", None)
+            kwargs["bias"] = None
+        out = func(*args, **kwargs)
+    shape = [1] * out.dim()
+    shape[axis] = -1
+    out = out * scale.reshape(shape)
+    return out if bias is None else out + (bias.reshape(shape) if axis == 1 else bias)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Arithmetic with one dual operand
+# ---------------------------------------------------------------------------------------------------
+
+
+_ADD, _SUB, _RSUB, _MUL, _DIV = "add", "sub", "rsub", "mul", "div"
+ARITHMETIC = {
+    "__add__": _ADD, "__radd__": _ADD, "add": _ADD, "__sub__": _SUB, "sub": _SUB, "subtract": _SUB,
+    "__rsub__": _RSUB, "rsub": _RSUB, "__mul__": _MUL, "__rmul__": _MUL, "mul": _MUL, "multiply": _MUL,
+    "__truediv__": _DIV, "div": _DIV, "divide": _DIV, "true_divide": _DIV,
+}
+
+
+def dual_arithmetic(func: Callable, name: str, args: tuple) -> torch.Tensor | None:
+    """``a op b`` with exactly one dual operand, its tangent computed directly; None when not that case.
+
+    Forward-mode AD gives the constant operand a zero tangent of the "efficient zero" kind, whose kernels
+    run through Python reference implementations: about 1 ms per op, for every bias, norm scale and scalar
+    a forward multiplies or adds. The value is computed by ``func`` on the primal (so the backward pass
+    sees it), the tangent is +-t, t * b or t / b.
+    """
+    tangents = [fwAD.unpack_dual(a).tangent if isinstance(a, torch.Tensor) else None for a in args]
+    if (tangents[0] is None) == (tangents[1] is None):
+        return None
+    side = 0 if tangents[0] is not None else 1
+    kind, other, tangent = ARITHMETIC[name], args[1 - side], tangents[side]
+    if kind == _DIV and side == 1:
+        return None
+    primals = list(args)
+    primals[side] = fwAD.unpack_dual(args[side]).primal
+    out = func(*primals)
+    with torch.no_grad():
+        if kind in (_MUL, _DIV):
+            change = tangent * other if kind == _MUL else tangent / other
+        else:
+            negate = (kind == _SUB and side == 1) or (kind == _RSUB and side == 0)
+            change = -tangent if negate else tangent
+        if change.shape != out.shape or change.dtype != out.dtype:
+            change = change.expand(out.shape).to(out.dtype, copy=True)
+    return fwAD.make_dual(out, change)
+
+
+# ---------------------------------------------------------------------------------------------------
 # nn.MultiheadAttention, re-stated from F.linear calls so the projections are seen
 # ---------------------------------------------------------------------------------------------------
 
 
+# The one function over the 8-parameter limit: it mirrors torch's F.multi_head_attention_forward (25
+# parameters) so the interception can forward the exact call it receives; allow-listed by the lead.
 def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
                  add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
                  need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
