@@ -30,8 +30,9 @@ statistics are drawn afresh, so activations stay O(1) and no saturating function
 "Depends on the input" is read from forward-mode AD tangents (one pass that also records the graph for
 the backward pass); tangents are never added to constants, so a small dependence cannot be absorbed by a
 bias in floating point. Where forward-mode AD's own rule is slow, the tangent is written out
-(:mod:`prune_landscape.generic_ops`): a prunable call's tangent is one product ``W t``. For a model with an op that has no forward-mode rule (the oneDNN LSTM kernel),
-it falls back to comparing two forward passes on independent generic inputs (noted in the result).
+(:mod:`prune_landscape.generic_ops`): a prunable call's tangent is one product ``W t``. For a model with
+an op that has no forward-mode rule (the oneDNN LSTM kernel), it falls back to comparing two forward
+passes on independent generic inputs (noted in the result).
 
 The user's model is never written to: the pass runs on a structural copy that shares no writable state
 (parameters are replaced, parametrizations and torch.nn.utils.prune hooks are removed in the copy only).

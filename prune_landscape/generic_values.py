@@ -52,7 +52,8 @@ def row_norms(weights: torch.Tensor, unit_axis: int) -> torch.Tensor:
 
 
 def generic_tensor(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
-                   generator: torch.Generator, embedding: bool, from_model: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   generator: torch.Generator, embedding: bool,
+                   from_model: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generic non-zero values of ``tensor``'s shape, zero where ``mask`` is False, each row scaled to its
     kept fan-in so activations stay O(1) (see the module docstring for ``from_model``); with
     ``from_model`` the per-unit scale is returned for the layer's output instead of applied."""
@@ -204,7 +205,8 @@ def generic_shadow(model: nn.Module, weights: list[PrunableWeight], masks: Mappi
 
 
 def _generic_parameter(result: GenericShadow, module: nn.Module, value: torch.Tensor, weight: PrunableWeight | None,
-                       masks: Mapping[str, torch.Tensor], dtype: torch.dtype, generator: torch.Generator) -> nn.Parameter:
+                       masks: Mapping[str, torch.Tensor], dtype: torch.dtype,
+                       generator: torch.Generator) -> nn.Parameter:
     """The generic value of one parameter; a prunable weight is entered in ``result``'s maps."""
     mask = masks.get(weight.name) if weight is not None else None
     is_embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))

@@ -367,7 +367,8 @@ def _row_counts(matrix: torch.Tensor) -> torch.Tensor:
 def _final_fan_in(setup: _Setup, result: DependencePass, final: PrunableWeight, shape: tuple[int, ...],
                   tolerance: float) -> _FanIn:
     """Per output of the final layer: kept weights from inputs that depend on the model input."""
-    final_calls = [r for r in result.calls if r.weight == final.name and r.kind == final.kind and r.input_change is not None]
+    final_calls = [r for r in result.calls
+                   if r.weight == final.name and r.kind == final.kind and r.input_change is not None]
     if not final_calls:
         raise ValueError(f"the final layer {final.name!r} never ran in the forward pass as a {final.kind} layer")
     module = setup.model.get_submodule(final.module) if final.module else setup.model
