@@ -64,6 +64,7 @@ def generic_tensor(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: i
 
 def _from_model(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
                 generator: torch.Generator, embedding: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's own weight (exact zeros replaced by draws, masked entries 0) and its per-unit scale."""
     values = tensor.detach().to(dtype)
     if mask is None and int(torch.count_nonzero(values)) < values.numel():
         nonzero = values != 0
@@ -93,6 +94,7 @@ def _from_model(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int,
 
 def _random(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dtype: torch.dtype,
             generator: torch.Generator, embedding: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fresh draws, masked entries 0, rows scaled to their kept fan-in (the scale applied here)."""
     values = torch.randn(tensor.shape, generator=generator, dtype=dtype, device=tensor.device)
     if tensor.dim() <= 1:
         # Norm scales, biases: non-zero and below one, so activations stay O(1) through deep stacks and
