@@ -272,7 +272,7 @@ def dual_arithmetic(func: Callable, name: str, args: tuple) -> torch.Tensor | No
         return None
     side = 0 if tangents[0] is not None else 1
     kind, other, tangent = ARITHMETIC[name], args[1 - side], tangents[side]
-    if kind == _DIV and side == 1:
+    if (kind == _DIV and side == 1) or not isinstance(other, (torch.Tensor, int, float, bool)):
         return None
     primals = list(args)
     primals[side] = fwAD.unpack_dual(args[side]).primal
