@@ -206,6 +206,10 @@ class Recorder(TorchFunctionMode):
     def _watch(self, record: CallRecord, out: torch.Tensor, axis: int) -> torch.Tensor:
         """Keep ``record`` and have the backward pass fill its ``to_selected`` / ``to_output``."""
         self.calls.append(record)
+        if out._is_view():
+            # A dual made by make_dual is a view: an in-place op after it (ReLU(inplace=True) right after a
+            # conv) would drop a hook registered on it. A copy keeps the hook.
+            out = out.clone()
         if not out.requires_grad and self.grad_leaf is not None:
             out = out + self.grad_leaf
         if out.requires_grad:

@@ -269,3 +269,14 @@ def test_cheap_final_layer_pass_matches_the_analysis_and_leaves_the_model_alone(
 
     with pytest.raises(ValueError, match="no Linear or Conv layer of Unused ran"):
         final_layer_name(Unused(), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_in_place_activation_right_after_a_prunable_call_keeps_its_units_alive(precision):
+    # SqueezeNet's pattern: Conv2d -> ReLU(inplace=True). The pass's dual output of a conv is a view; an
+    # in-place op on it once dropped the gradient hook, so every unit but the first layer's read as dead.
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
+    s = analyze_structure(net, torch.zeros(1, 1, 8, 8), MaskSet.dense(net), precision=precision)
+    assert s.final_layer == "8.weight" and s.connected and s.final_layer_dense
+    assert s.total_dead_units == 0 and s.total_unknown_units == 0, s.dead_units
