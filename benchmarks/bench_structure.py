@@ -8,6 +8,7 @@ Models (random weights, random 90 % global mask over the prunable set):
 * torchvision ResNet-50 at 1x3x224x224 (the earlier anchor).
 
 Run: .venv/bin/python benchmarks/bench_structure.py [--repeats 3] [--tokens 128] [--models vit,gpt2,resnet50]
+[--threads N] (default: torch's own; ``--threads 1`` is the steadier on a machine shared with other work)
 Prints, per model, the best of ``--repeats`` analyses and the best of ``--repeats`` plain float32
 forwards (no_grad, eval), measured alternately, and their ratio in wall time and in CPU time of all
 threads (the steadier of the two on a shared machine).
@@ -71,7 +72,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128, help="sequence length for GPT-2")
     parser.add_argument("--models", default="vit,gpt2,resnet50")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     builders = {"vit": ("ViT-B/16 224", _vit), "gpt2": (f"GPT-2 small, {args.tokens} tokens", lambda: _gpt2(args.tokens)),
                 "resnet50": ("ResNet-50 224", _resnet50)}
     print(f"threads={torch.get_num_threads()}")

@@ -24,18 +24,22 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from prune_landscape.forward_order import layer_calls
 
 __all__ = [
     "PRUNABLE_TYPES",
     "PrunableWeight",
     "Scope",
     "current_tensor",
+    "final_layer_name",
     "find_parameter",
     "prunable_parameters",
     "prunable_weights",
@@ -143,13 +147,14 @@ def prunable_weights(model: nn.Module, *, scope: Scope = "layers") -> list[Pruna
     for module_name, attr, kind, axis, default, tensor in entries:
         by_tensor.setdefault(id(tensor), []).append((module_name, attr, kind, axis, default))
     canonical = {key: next((o for o in owners if o[4]), owners[0]) for key, owners in by_tensor.items()}
+    owners_of = _owner_names(model)  # one walk over the modules, not one per weight
     result = []
     for module_name, attr, _, _, _, tensor in entries:
         chosen = canonical[id(tensor)]
         if (chosen[0], chosen[1]) != (module_name, attr):
             continue
         name = _join(module_name, attr)
-        aliases = tuple(_join(m, a) for m, a in _all_owner_names(model, tensor) if _join(m, a) != name)
+        aliases = tuple(_join(m, a) for m, a in owners_of.get(id(tensor), []) if _join(m, a) != name)
         result.append(PrunableWeight(name, module_name, attr, chosen[2], chosen[3], aliases))
     return result
 
@@ -158,16 +163,20 @@ def _join(module_name: str, attr: str) -> str:
     return f"{module_name}.{attr}" if module_name else attr
 
 
-def _all_owner_names(model: nn.Module, tensor: torch.Tensor) -> list[tuple[str, str]]:
-    owners = []
+def _owner_names(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """id(stored tensor) -> every ``(module name, user-visible attr)`` holding it, in registration order."""
+    owners: dict[int, list[tuple[str, str]]] = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
+        if ".parametrizations." in f".{module_name}.":
+            continue
         for attr in list(module._parameters) + (list(module.parametrizations) if parametrize.is_parametrized(module) else []):
             user_attr = attr[: -len("_orig")] if attr.endswith("_orig") else attr
             if module._parameters.get(attr) is None and not parametrize.is_parametrized(module, attr):
                 continue
-            if _raw_tensor(module, user_attr) is tensor and (module_name, user_attr) not in owners:
-                owners.append((module_name, user_attr))
-    return [o for o in owners if ".parametrizations." not in f".{o[0]}."]
+            found = owners.setdefault(id(_raw_tensor(module, user_attr)), [])
+            if (module_name, user_attr) not in found:
+                found.append((module_name, user_attr))
+    return owners
 
 
 def prunable_parameters(model: nn.Module, *, scope: Scope = "layers") -> list[str]:
@@ -203,7 +212,7 @@ def tensor_owners(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
     """Every ``(module, attr)`` holding the tensor called ``name`` (more than one when it is tied)."""
     module, attr = find_parameter(model, name)
     tensor = _raw_tensor(module, attr)
-    owners = [(model.get_submodule(m) if m else model, a) for m, a in _all_owner_names(model, tensor)]
+    owners = [(model.get_submodule(m) if m else model, a) for m, a in _owner_names(model).get(id(tensor), [])]
     return owners or [(module, attr)]
 
 
@@ -238,3 +247,53 @@ def current_tensor(module: nn.Module, attr: str) -> torch.Tensor:
             for m, flag in modes:
                 m.training = flag
     return getattr(module, attr).detach()
+
+
+def final_layer_name(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    output_transform: Callable[[Any], torch.Tensor] | None = None,
+    prunable: Scope = "layers",
+) -> str:
+    """The head's weight name: the last prunable Linear/Conv call, in forward order, whose output reaches
+    the model's output (the last one called when none does), from one forward pass that records the calls
+    and reads the autograd graph (:mod:`prune_landscape.forward_order`; masks and weight values play no part).
+
+    This is the final layer :func:`prune_landscape.analyze_structure` chooses, at the cost of one forward.
+
+    Args:
+        model: any ``nn.Module``; never changed.
+        example_inputs: a tensor (its first sample is used), a tuple of positional arguments or a dict of
+            keyword arguments. Without it: zeros of the first layer's width when that layer is a Linear,
+            else the last prunable layer in registration order (the classifier of every built-in and
+            torchvision model).
+        output_transform: raw output -> "the" output tensor (default: the tensor, ``logits``, or the first
+            floating tensor).
+        prunable: the prunable set (see :func:`prunable_weights`).
+
+    Raises:
+        ValueError: if no Linear or Conv layer of the model runs in its forward pass.
+    """
+    weights = prunable_weights(model, scope=prunable)
+    given = example_inputs is not None
+    if not given:
+        first = model.get_submodule(weights[0].module) if weights[0].module else model
+        if not isinstance(first, nn.Linear):
+            return weights[-1].name
+        reference = current_tensor(first, "weight")
+        example_inputs = torch.zeros(1, first.in_features, dtype=reference.dtype, device=reference.device)
+    elif isinstance(example_inputs, torch.Tensor) and example_inputs.dim() >= 2:
+        example_inputs = example_inputs[:1]
+    watched = {w.name: [(w.module, w.attr)] + [(a.rpartition(".")[0], a.rpartition(".")[2]) for a in w.aliases]
+               for w in weights}
+    try:
+        calls = [(name, reaches) for name, _, reaches in layer_calls(model, example_inputs, watched, output_transform)]
+        if not calls:
+            raise ValueError(f"no Linear or Conv layer of {type(model).__name__} ran in the forward pass")
+    except ValueError:
+        if given:
+            raise
+        return weights[-1].name  # zeros did not fit the model: registration order, as documented
+    reaching = [name for name, reaches in calls if reaches]
+    return reaching[-1] if reaching else calls[-1][0]

@@ -165,3 +165,43 @@ def test_bad_input_errors():
         analyze_structure(models.mlp([3, 4, 2]), masks={"fc1.weight": _ones((3, 4))})
     with pytest.raises(ValueError, match="final_layer 'nope'"):
         analyze_structure(models.mlp([3, 4, 2]), final_layer="nope")
+
+
+def test_written_out_tangents_equal_forward_mode_ad():
+    # The dependence pass writes some tangents out for speed (prune_landscape.generic_ops); each must equal
+    # the value and tangent forward-mode AD gives the plain op (float64).
+    import torch.autograd.forward_ad as fwAD
+    from torch.nn import functional as F
+
+    from prune_landscape.generic_ops import batch_norm_dual, dual_arithmetic, dual_linear_call, layer_norm_dual
+
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    x, t, w, b = r(2, 5, 6), r(2, 5, 6), r(6), r(6)
+    weight, scale = r(4, 6), torch.rand(4, generator=g, dtype=torch.float64) + 0.5
+    image, image_t, kernel = r(1, 3, 7, 7), r(1, 3, 7, 7), r(4, 3, 3, 3)
+    running_var = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    cases = {
+        "layer_norm": (lambda d: layer_norm_dual(d, (6,), w, b), lambda d: F.layer_norm(d, (6,), w, b), x, t),
+        "batch_norm": (lambda d: batch_norm_dual(d, b[:3], running_var, w[:3], b[:3]),
+                       lambda d: F.batch_norm(d, b[:3], running_var, w[:3], b[:3]), image, image_t),
+        "scalar - x": (lambda d: dual_arithmetic(torch.Tensor.__rsub__, "__rsub__", (d, 2.0)), lambda d: 2.0 - d, x, t),
+        "w * x": (lambda d: dual_arithmetic(torch.mul, "mul", (w, d)), lambda d: w * d, x, t),
+        "x / w": (lambda d: dual_arithmetic(torch.Tensor.__truediv__, "__truediv__", (d, w)), lambda d: d / w, x, t),
+        "scaled linear": (lambda d: dual_linear_call(F.linear, "linear", (d, weight, b[:4]), {}, scale, -1),
+                          lambda d: F.linear(d, weight) * scale + b[:4], x, t),
+        "conv": (lambda d: dual_linear_call(F.conv2d, "conv2d", (d, kernel, b[:4]), {"padding": 1}, None, 1),
+                 lambda d: F.conv2d(d, kernel, b[:4], padding=1), image, image_t),
+        "HF Conv1D addmm": (lambda d: dual_linear_call(torch.addmm, "addmm", (b[:4], d, weight.T), {}, None, -1),
+                            lambda d: torch.addmm(b[:4], d, weight.T), x[0], t[0]),
+    }
+    for name, (written, reference, primal, tangent) in cases.items():
+        with fwAD.dual_level():
+            got_value, got_tangent = fwAD.unpack_dual(written(fwAD.make_dual(primal, tangent)))
+            want_value, want_tangent = fwAD.unpack_dual(reference(fwAD.make_dual(primal, tangent)))
+        assert torch.allclose(got_value, want_value, rtol=1e-12, atol=1e-12), f"{name}: values differ"
+        assert torch.allclose(got_tangent, want_tangent, rtol=1e-10, atol=1e-12), (
+            f"{name}: tangents differ by {float((got_tangent - want_tangent).abs().max()):.3g}")

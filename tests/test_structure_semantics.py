@@ -217,3 +217,66 @@ def test_errors_name_what_was_expected():
         analyze_structure(nn.Linear(3, 2), torch.zeros(1, 3), precision="half")
     with pytest.raises(ValueError, match="scope must be"):
         analyze_structure(nn.Linear(3, 2), torch.zeros(1, 3), prunable="some")
+
+
+class LateUnusedHead(nn.Module):
+    """``probe`` runs after ``head`` but its value is discarded: it is not on the output's path."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 3)
+        self.probe = nn.Linear(3, 2)
+
+    def forward(self, x):
+        out = self.head(F.relu(self.body(x)))
+        self.probe(out.detach())
+        return out
+
+
+def test_cheap_final_layer_pass_matches_the_analysis_and_leaves_the_model_alone():
+    from prune_landscape.layers import final_layer_name
+    from prune_landscape.structure import final_layer_name as old_import
+
+    net = TwoHeads().train()
+    ids = {n: id(p) for n, p in net.named_parameters()}
+    assert final_layer_name(net, torch.zeros(1, 4)) == "main.weight"  # "late" runs last, "logits" is the output
+    assert final_layer_name(net, torch.zeros(1, 4), output_transform=lambda o: o["late"]) == "late.weight"
+    assert old_import(net, torch.zeros(1, 4)) == "main.weight"
+    assert net.training and ids == {n: id(p) for n, p in net.named_parameters()}
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in net.modules())
+    # A later call whose value never reaches the output is not the head (the graph decides, not the order);
+    # a ReLU that is off for this input (zeros, no bias) does not hide the path.
+    late = LateUnusedHead()
+    with torch.no_grad():
+        late.body.bias.fill_(-1.0)
+    assert final_layer_name(late, torch.zeros(1, 4)) == "head.weight"
+    assert analyze_structure(late, torch.zeros(1, 4), MaskSet.dense(late)).final_layer == "head.weight"
+    # Without an example: zeros of the first Linear's width; a conv net falls back to registration order.
+    assert final_layer_name(late) == "head.weight"
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 5), nn.Linear(5, 2))
+    assert final_layer_name(conv) == "3.weight"
+    # No call reaches the output: the last one called (as the analysis does); none called: an error.
+    assert final_layer_name(late, torch.zeros(1, 4), output_transform=lambda o: torch.ones(1)) == "probe.weight"
+
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return x * 2
+
+    with pytest.raises(ValueError, match="no Linear or Conv layer of Unused ran"):
+        final_layer_name(Unused(), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_in_place_activation_right_after_a_prunable_call_keeps_its_units_alive(precision):
+    # SqueezeNet's pattern: Conv2d -> ReLU(inplace=True). The pass's dual output of a conv is a view; an
+    # in-place op on it once dropped the gradient hook, so every unit but the first layer's read as dead.
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
+    s = analyze_structure(net, torch.zeros(1, 1, 8, 8), MaskSet.dense(net), precision=precision)
+    assert s.final_layer == "8.weight" and s.connected and s.final_layer_dense
+    assert s.total_dead_units == 0 and s.total_unknown_units == 0, s.dead_units

@@ -12,7 +12,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from prune_landscape import MaskSet, analyze_structure
-from prune_landscape.layers import prunable_weights
+from prune_landscape.layers import final_layer_name, prunable_weights
 
 from zoo import call, zoo
 from zoo_oracle import oracle_alive
@@ -59,6 +59,8 @@ def test_zoo_structure_matches_the_oracle(entry):
     assert s.connected and s.final_layer_dense, f"{entry.name}: dense mask reported {s.table()}"
     assert s.total_dead_units == 0 and s.collapsed_layers == () and s.total_unknown_units == 0, s.table()
     assert s.last_hidden_width == s.last_hidden_units
+    # The cheap forward-order pass pruning uses finds the same head as the full analysis.
+    assert final_layer_name(model, example, output_transform=entry.output_transform) == s.final_layer, entry.name
     single = example[:1] if isinstance(example, torch.Tensor) and example.dim() >= 2 else example
     _agree(entry, model, single, dense, s)
 
@@ -99,6 +101,7 @@ def test_zoo_model_is_left_unchanged_and_still_runs(entry):
     example = entry.example_input()
     before = _snapshot(model)
     analyze_structure(model, example, output_transform=entry.output_transform)  # reads the model's own masks
+    final_layer_name(model, example, output_transform=entry.output_transform)
     after = _snapshot(model)
     for key in ("ids", "classes", "parametrized", "hooks", "training", "grads", "requires_grad"):
         assert before[key] == after[key], f"{entry.name}: {key} changed"
@@ -112,6 +115,19 @@ def test_zoo_model_is_left_unchanged_and_still_runs(entry):
     with torch.no_grad():
         assert torch.equal(entry.output(model.eval(), example), entry.output(reference, example))
     assert call is not None
+
+
+@pytest.mark.parametrize("entry", FAST, ids=IDS)
+def test_zoo_final_layer_pass_follows_pruning_hooks(entry):
+    # torch.nn.utils.prune makes a new weight tensor at every call (parametrizations at every access): the
+    # cheap pass must follow it, and agree with the analysis reading the same hooked model.
+    model, example = entry.build(), entry.example_input()
+    _random_masks(model, 0.1, seed=3).apply_to(model)
+    cheap = final_layer_name(model, example, output_transform=entry.output_transform)
+    assert cheap == entry.final_layer, f"{entry.name}: {cheap}, expected {entry.final_layer}"
+    if entry.name in ("mlp", "tied_lm", "parametrized", "mha_classifier", "hf_gpt2_lm"):
+        s = analyze_structure(model, example, output_transform=entry.output_transform)
+        assert s.final_layer == cheap, f"{entry.name}: analysis {s.final_layer}, cheap pass {cheap}"
 
 
 @pytest.mark.parametrize("name", ["cnn_maxpool", "tv_vit_tiny", "tv_efficientnet_small", "hf_gpt2_lm", "hf_llama_lm",
