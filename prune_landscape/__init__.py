@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # the names below load on first use (see __getattr__): `prune
     from prune_landscape.remedy import plan_remedy
     from prune_landscape.report import AuditReport, save_report
     from prune_landscape.verdict import MaskLevel, MaskVerdict
-    from prune_landscape.structure import LayerStructure, Structure, analyze_structure, final_layer_name
+    from prune_landscape.layers import final_layer_name
+    from prune_landscape.structure import LayerStructure, Structure, analyze_structure
 
 #: Public name -> the module that defines it (imported on first access).
 _EXPORTS = {
@@ -48,8 +49,8 @@ _EXPORTS = {
     "AuditReport": "prune_landscape.report", "save_report": "prune_landscape.report",
     "MaskLevel": "prune_landscape.verdict", "MaskVerdict": "prune_landscape.verdict",
     "plan_remedy": "prune_landscape.remedy",
-    **{name: "prune_landscape.structure" for name in ("LayerStructure", "Structure", "analyze_structure",
-                                                      "final_layer_name")},
+    **{name: "prune_landscape.structure" for name in ("LayerStructure", "Structure", "analyze_structure")},
+    "final_layer_name": "prune_landscape.layers",
 }
 
 __all__ = [

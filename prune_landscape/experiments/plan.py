@@ -23,7 +23,7 @@ from torch import nn
 from prune_landscape.layers import prunable_parameters
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import available_methods, get_pruner
-from prune_landscape.structure import final_layer_name
+from prune_landscape.layers import final_layer_name
 from prune_landscape.training import LOSSES, TrainConfig
 
 __all__ = ["DENSE", "Cell", "SweepPlan"]

@@ -37,7 +37,7 @@ from prune_landscape.masks import find_parameter
 from prune_landscape.options import with_keywords
 from prune_landscape.probes.head_solvers import cross_entropy_fit, few_threads, least_squares_rows
 from prune_landscape.probes.kept import Batches, KeptParameters, probing, resolve_loss
-from prune_landscape.structure import final_layer_name
+from prune_landscape.layers import final_layer_name
 
 __all__ = ["DEFAULT_RIDGE", "FinalLayerGapResult", "GapOptions", "final_layer_gap"]
 

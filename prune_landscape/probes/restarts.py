@@ -27,7 +27,8 @@ from prune_landscape.probes.kept import resolve_loss
 from prune_landscape.pruning import prune
 from prune_landscape.pruning.allocation import FinalLayerPolicy, allocate, num_to_keep
 from prune_landscape.pruning.reinit import redraw_initial_weights
-from prune_landscape.structure import analyze_structure, final_layer_name
+from prune_landscape.layers import final_layer_name
+from prune_landscape.structure import analyze_structure
 from prune_landscape.training import train
 
 __all__ = [

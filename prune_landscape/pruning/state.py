@@ -24,7 +24,7 @@ from torch import nn
 from prune_landscape.layers import prunable_parameters, prunable_weights
 from prune_landscape.masks import MaskSet
 from prune_landscape.pruning.allocation import num_to_keep
-from prune_landscape.structure import final_layer_name as _find_final_layer
+from prune_landscape.layers import final_layer_name as _find_final_layer
 
 __all__ = ["MasksInForce", "canonical_names", "resolve_final_layer"]
 

@@ -19,7 +19,7 @@ from prune_landscape.masks import MaskSet
 from prune_landscape.pruning import magnitude_step
 from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, check_final_layer_budget, num_to_keep
 from prune_landscape.pruning.pruneset import first_samples
-from prune_landscape.structure import final_layer_name
+from prune_landscape.layers import final_layer_name
 
 __all__ = ["attach", "batch_inputs", "check_budget", "ensure_masks_attached", "pruned_network", "shrink"]
 
