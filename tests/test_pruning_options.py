@@ -26,7 +26,7 @@ from prune_landscape.pruning import allocation, state
 from prune_landscape.pruning.allocation import AllocationRule, apply_rule, masks_at_sparsity
 from prune_landscape.pruning.options import COMMON_OPTIONS, parse_options
 from prune_landscape.pruning.reinit import reset_every_module
-from prune_landscape.pruning.rounds import kept_counts
+from prune_landscape.pruning.api import kept_counts
 from prune_landscape.pruning.state import MasksInForce
 from prune_landscape.pruning.workspace import working_copy
 
