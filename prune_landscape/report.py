@@ -21,7 +21,11 @@ dense), ``dead_units`` (layer -> count), ``dead_units_total``, ``collapsed_layer
 same schema: ``mask_verdict.{level, code, rules, price, relative_price, explanation, summary, reasons}``,
 ``baseline.{landscape, existence, last_hidden_width, n, text}``, ``remedy.{pipeline, setting, settings,
 extra_weights, fraction_of_budget, feasible, min_density}``, ``head_price`` (the final-layer gap behind the
-price, or null) and ``headline`` (the lines every view shows). Mask levels (``mask_verdict.code`` and the
+price, or null), ``headline`` (the lines every view shows) and ``status``: ``"complete"``. When no audit
+could run (the Lightning callback could not choose the network, or the structural pass failed), the
+callback writes the same schema with ``status: "partial"``, a ``reason``, and only the keys the masks alone
+give: ``final_layer.{name, dense, density, kept, total}`` (plus ``found_by``), ``density``, ``kept``,
+``total`` and ``layers``. Mask levels (``mask_verdict.code`` and the
 ``mask_verdict/code`` metric): 0 SAFE, 1 CAUTION, 2 RISKY, 3 BROKEN.
 Verdict codes (``code`` and the ``*/verdict_code`` metrics) are the Enum values: landscape 0
 NO_SPURIOUS_LOCAL_MIN, 1 NO_SPURIOUS_VALLEY, 2 NO_SUBOPTIMAL_BASIN, 3 RISKY, 4 UNKNOWN; existence 0
@@ -176,6 +180,7 @@ class AuditReport:
         s = self.structure
         return {
             "schema_version": SCHEMA_VERSION,
+            "status": "complete",
             "final_layer": {
                 "name": s.final_layer, "dense": s.final_layer_dense, "density": s.final_layer_density,
                 "kept": s.final.kept, "total": s.final.total,

@@ -14,6 +14,7 @@ from _lightning_namespaces import NAMESPACES, data, namespace, trainer
 from prune_landscape.integrations.callbacks import LandscapeAudit, PruneAtInit
 from prune_landscape.integrations.lit import LitClassifier
 from prune_landscape import models
+from prune_landscape.audit import audit as audit_function
 
 
 class _Buffers:
@@ -129,6 +130,10 @@ def test_teacher_and_student_undecided_warns_once_and_writes_what_it_can(tmp_pat
     final = buffers.last["student.fc2.weight_mask"]
     report = json.loads((tmp_path / "csv" / "version_0" / "report.json").read_text())
     assert report["status"] == "partial" and report["run"]["network"]["rule"] == "undecided"
+    # One schema: the partial report's keys are the full report's (plus why it is partial).
+    full = audit_function(models.mlp([6, 8, 3])).to_dict()
+    assert set(report) - {"reason", "run"} <= set(full) and full["status"] == "complete"
+    assert set(report["final_layer"]) - {"found_by"} <= set(full["final_layer"])
     assert report["final_layer"]["name"] == "student.fc2.weight" and report["final_layer"]["found_by"] == "parameter order"
     assert report["final_layer"]["density"] == pytest.approx(final.float().mean().item())
     layers = {layer["name"]: layer for layer in report["layers"]}
