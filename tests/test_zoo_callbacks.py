@@ -23,6 +23,7 @@ the package's helpers.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ from prune_landscape.integrations.callbacks import (  # noqa: E402
 )
 from prune_landscape.pruning import GradualSchedule  # noqa: E402
 
-ENTRIES = zoo.zoo(fast_only=True)
+# make test runs the fast models; ZOO_ALL=1 adds the full-size torchvision/timm ones (the README's command).
+ENTRIES = zoo.zoo(fast_only=not os.environ.get("ZOO_ALL"))
 
 
 @pytest.fixture(autouse=True, scope="module")
