@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from prune_landscape.checks import renamed_keyword
 from prune_landscape.integrations.callbacks._batches import (
     BatchToInputs,
     BatchToTargets,
@@ -188,13 +188,12 @@ def apply_legacy_keywords(groups: dict[str, Any], legacy: Mapping[str, Any], who
     if unknown:
         raise TypeError(f"{who}() got unexpected keyword argument(s) {unknown}")
     groups = dict(groups)
-    for name, value in legacy.items():
+    loose = dict(legacy)
+    for name in legacy:
         argument, kind = _LEGACY_AUDIT[name]
-        warnings.warn(
-            f"{who}({name}=...) is deprecated; pass {argument}={kind.__name__}({name}=...) instead",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+        # stacklevel 4: renamed_keyword -> here -> LandscapeAudit.__init__ -> the user's line.
+        value, _ = renamed_keyword(loose, name, argument, None, where=who, note=f"as {argument}={kind.__name__}({name}=...)",
+                                   stacklevel=4)
         groups[argument] = dataclasses.replace(groups[argument], **{name: value})
     return groups
 
@@ -205,11 +204,7 @@ def parse_final_layer_policy(policy: str | float | FinalLayerPolicy | None, lega
     Raises:
         ValueError: for both spellings at once, or a policy ``FinalLayerPolicy.parse`` refuses.
     """
-    if legacy is not None:
-        if policy is not None:
-            raise ValueError(f"{who}: pass final_layer_policy= only (final_layer= is its deprecated spelling), got both")
-        warnings.warn(
-            f"{who}(final_layer=...) is deprecated; pass final_layer_policy=... instead", DeprecationWarning, stacklevel=3
-        )
-        policy = legacy
+    given = {} if legacy is None else {"final_layer": legacy}
+    # stacklevel 4: renamed_keyword -> here -> the callback's __init__ -> the user's line.
+    policy, _ = renamed_keyword(given, "final_layer", "final_layer_policy", policy, where=who, stacklevel=4)
     return FinalLayerPolicy.parse("prune" if policy is None else policy)
