@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
@@ -31,10 +32,12 @@ __all__ = [
     "check_nonnegative_int",
     "check_nonnegative_number",
     "check_one_of",
+    "check_path",
     "check_positive_int",
     "check_positive_number",
     "check_probability",
     "check_sparsity",
+    "check_str",
     "deprecation_message",
     "renamed_keyword",
 ]
@@ -130,6 +133,20 @@ def check_callable(name: str, value: Any, what: str = "a callable", *, optional:
         return None
     if not callable(value):
         raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {type(value).__name__}")
+    return value
+
+
+def check_str(name: str, value: Any) -> str:
+    """A string (a prefix, a name)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_path(name: str, value: Any) -> Any:
+    """A path (``str`` or ``os.PathLike``) or None; returned unchanged."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (str or os.PathLike) or None, got {type(value).__name__}")
     return value
 
 
