@@ -33,6 +33,8 @@ from typing import Any, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from prune_landscape.model_io import default_output
+
 __all__ = [
     "TARGET_KEYS",
     "Batches",
@@ -112,6 +114,10 @@ def call_model(model: Callable[..., Any], inputs: Any) -> Any:
 def select_output(output: Any, output_transform: OutputTransform | None = None) -> torch.Tensor:
     """"The" output tensor of a raw model output (see the module docstring for the automatic rule).
 
+    The automatic rule is :func:`prune_landscape.model_io.default_output` at its strict level (its owner;
+    its docstring says why the structure passes read the same rule leniently: on a dict holding several
+    tensors this function raises while the structure passes take the first floating one).
+
     Raises:
         ValueError: if ``output_transform`` does not return a tensor, or no rule picks one (the message
             lists what the output holds and how to write the transform).
@@ -121,25 +127,7 @@ def select_output(output: Any, output_transform: OutputTransform | None = None) 
         if not isinstance(chosen, torch.Tensor):
             raise ValueError(f"output_transform must return a tensor, got {type(chosen).__name__}")
         return chosen
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, Mapping):
-        tensors = [k for k, v in output.items() if isinstance(v, torch.Tensor)]
-        if len(tensors) == 1:
-            return output[tensors[0]]
-        raise ValueError(
-            f"the model returns a dict with tensors {tensors} and no 'logits': pass "
-            f"output_transform=lambda out: out[{tensors[0]!r}] (or the key of the output to use)"
-        )
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise ValueError(
-        f"cannot pick the output tensor from a {type(output).__name__}: pass output_transform=..., a function "
-        "from the model's output to the one tensor to use"
-    )
+    return default_output(output, strict=True)
 
 
 def split_batch(batch: Any) -> tuple[Any, Any]:

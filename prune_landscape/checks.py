@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
@@ -31,10 +32,13 @@ __all__ = [
     "check_nonnegative_int",
     "check_nonnegative_number",
     "check_one_of",
+    "check_path",
     "check_positive_int",
     "check_positive_number",
     "check_probability",
     "check_sparsity",
+    "check_str",
+    "deprecation_message",
     "renamed_keyword",
 ]
 
@@ -132,16 +136,54 @@ def check_callable(name: str, value: Any, what: str = "a callable", *, optional:
     return value
 
 
+def check_str(name: str, value: Any) -> str:
+    """A string (a prefix, a name)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_path(name: str, value: Any) -> Any:
+    """A path (``str`` or ``os.PathLike``) or None; returned unchanged."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (str or os.PathLike) or None, got {type(value).__name__}")
+    return value
+
+
+def deprecation_message(old: str, new: str, *, where: str | None = None, note: str | None = "same values") -> str:
+    """The one wording of every deprecation in the package: ``"<where>: <old> is deprecated; use <new> (<note>)"``.
+
+    Example:
+        >>> deprecation_message("Cell.final_layer", "Cell.final_layer_policy")
+        'Cell.final_layer is deprecated; use Cell.final_layer_policy (same values)'
+        >>> deprecation_message("final_layer=", "final_layer_policy=", where="PruneAtInit")
+        'PruneAtInit: final_layer= is deprecated; use final_layer_policy= (same values)'
+    """
+    prefix = f"{where}: " if where else ""
+    return f"{prefix}{old} is deprecated; use {new}" + (f" ({note})" if note else "")
+
+
 def renamed_keyword(
-    options: MutableMapping[str, Any], old: str, new: str, value: Any, *, stacklevel: int = 3
+    options: MutableMapping[str, Any],
+    old: str,
+    new: str,
+    value: Any,
+    *,
+    where: str | None = None,
+    note: str | None = "same values",
+    error: type[Exception] = ValueError,
+    stacklevel: int = 3,
 ) -> tuple[Any, str]:
     """Take the deprecated keyword ``old`` out of ``options`` in favour of ``new`` (given as ``value``).
 
-    Returns ``(value, the name the caller used)``: the name goes into later error messages, so a user who
-    wrote the old keyword reads an error about the old keyword.
+    The one deprecation path for renamed keywords: the warning reads as :func:`deprecation_message` words it,
+    prefixed with ``where`` (the public function's name) when given. Returns ``(value, the name the caller
+    used)``: the name goes into later error messages, so a user who wrote the old keyword reads an error
+    about the old keyword. ``stacklevel`` counts from this function (3: the caller of the function calling
+    this one).
 
     Raises:
-        ValueError: when both names are given.
+        ValueError: (or ``error``) when both names are given.
 
     Example:
         >>> import warnings
@@ -156,6 +198,8 @@ def renamed_keyword(
     if old not in options:
         return value, new
     if value is not None:
-        raise ValueError(f"give {new}= only ({old}= is its deprecated name), got both {new}={value!r} and {old}={options[old]!r}")
-    warnings.warn(f"{old}= is deprecated; use {new}= (same values)", DeprecationWarning, stacklevel=stacklevel)
+        prefix = f"{where}: " if where else ""
+        raise error(f"{prefix}give {new}= only ({old}= is its deprecated name), got both {new}={value!r} and {old}={options[old]!r}")
+    message = deprecation_message(f"{old}=", f"{new}=", where=where, note=note)
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
     return options.pop(old), old

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch import nn
-from torch.nn.utils import parametrize, prune
+from torch.nn.utils import parametrize
 
 from prune_landscape.layers import PrunableWeight, current_tensor
+from prune_landscape.masks.mechanisms import drop_prune_hooks, pruned_attrs, replace_with_plain
 from prune_landscape.model_io import shadow_copy
 
 __all__ = ["GenericShadow", "dual_inputs", "generic_inputs", "generic_shadow", "generic_tensor", "row_norms"]
@@ -118,13 +119,12 @@ def _random(tensor: torch.Tensor, mask: torch.Tensor | None, unit_axis: int, dty
 
 def plain_tensors(shadow: nn.Module) -> list[tuple[nn.Module, str, str, torch.Tensor]]:
     """``(module, module name, attr, current value)`` of every floating tensor attribute a forward reads,
-    with pruning hooks and parametrizations unwrapped in the shadow (values computed first)."""
+    with pruning hooks dropped in the shadow (values read first, through :func:`layers.current_tensor`;
+    the prune and parametrization details are :mod:`prune_landscape.masks.mechanisms`')."""
     found = []
     for module_name, module in shadow.named_modules():
-        for key, hook in list(module._forward_pre_hooks.items()):
-            if isinstance(hook, prune.BasePruningMethod):
-                del module._forward_pre_hooks[key]
-        pruned = [n[: -len("_orig")] for n in list(module._parameters) if n.endswith("_orig") and f"{n[:-5]}_mask" in module._buffers]
+        drop_prune_hooks(module)
+        pruned = pruned_attrs(module)
         for attr in pruned:
             found.append((module, module_name, attr, current_tensor(module, attr)))
         if parametrize.is_parametrized(module):
@@ -135,20 +135,6 @@ def plain_tensors(shadow: nn.Module) -> list[tuple[nn.Module, str, str, torch.Te
                 if type(module).__name__ != "ParametrizationList":
                     found.append((module, module_name, attr, tensor))
     return found
-
-
-def install(module: nn.Module, attr: str, value: torch.Tensor) -> None:
-    """Make ``module.<attr>`` the plain tensor ``value`` in the shadow (the user's model is not touched)."""
-    if parametrize.is_parametrized(module, attr):
-        del module.parametrizations[attr]
-        if len(module.parametrizations) == 0:
-            del module._modules["parametrizations"]
-            module.__class__ = type(module).__bases__[0]
-    if f"{attr}_orig" in module._parameters:
-        del module._parameters[f"{attr}_orig"]
-        module._buffers.pop(f"{attr}_mask", None)
-        module.__dict__.pop(attr, None)
-    module._parameters[attr] = value
 
 
 def generic_inputs(example: Any, dtype: torch.dtype, vocab: int | None, generator: torch.Generator, top: bool = True,
@@ -201,7 +187,7 @@ def generic_shadow(model: nn.Module, weights: list[PrunableWeight], masks: Mappi
         key = id(value) if weight is None else id(weight)
         if key not in generic_of:
             generic_of[key] = _generic_parameter(result, module, value, weight, masks, dtype, generator)
-        install(module, attr, generic_of[key])
+        replace_with_plain(module, attr, generic_of[key])
     _fresh_buffers(shadow, dtype, generator)
     return result
 

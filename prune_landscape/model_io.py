@@ -1,7 +1,8 @@
 """How a pass feeds a model and reads "the" output, shared by the structure analysis and the final-layer pass.
 
 * :func:`run_model`: ``model(x)``, ``model(*args)`` for a tuple or list, ``model(**kwargs)`` for a dict;
-* :func:`default_output`: the output tensor of a raw output (tensor, tuple, dict, HF ``ModelOutput``);
+* :func:`default_output`: the output tensor of a raw output (tensor, tuple, dict, HF ``ModelOutput``), the
+  one owner of that rule (:func:`prune_landscape.batching.select_output` is its strict level);
 * :func:`output_tensors`: every floating tensor of a raw output (the auxiliary outputs too);
 * :func:`shadow_copy`: a copy of a model that shares its tensors, in eval mode, for passes that must not
   touch the user's model (its mode, hooks or parametrizations).
@@ -45,18 +46,41 @@ def output_tensors(raw: Any) -> list[torch.Tensor]:
     return []
 
 
-def default_output(raw: Any) -> torch.Tensor:
-    """The output tensor of a raw model output: a tensor itself; ``logits`` of a dict or HF ModelOutput,
-    else its first tensor value; the first element of a tuple or list (recursively).
+def default_output(raw: Any, *, strict: bool = False) -> torch.Tensor:
+    """The output tensor of a raw model output: the one owner of the "which tensor is the output" rule.
+
+    Both levels share the first two steps: a tensor is itself; a tensor under ``logits`` (a dict key or an
+    HF ``ModelOutput`` field; with ``strict`` also a ``.logits`` attribute, e.g. a named tuple) wins. Then:
+
+    * lenient (default; the structure and forward-order passes): the first floating tensor of a dict's
+      values or a tuple/list, depth first. These passes run inside ``prune()`` even for data-free methods
+      on a model the user has not described, and only need *a* tensor downstream of the head, so a model
+      returning ``{"out": x, "aux": y}`` must not fail there.
+    * strict (:func:`prune_landscape.batching.select_output`, i.e. every loss a pruner or probe computes):
+      a dict must hold exactly one tensor and a tuple/list's first element must be a tensor (whatever its
+      dtype); anything else raises, asking for ``output_transform``, because silently training or scoring
+      on a dict's first tensor (an auxiliary head) would give a wrong number, not an error.
+
+    The two cannot be one rule without a behaviour change in one of the two callers: a dict holding several
+    tensors is an answer for the lenient level and an error for the strict one (so are a non-floating first
+    tuple element and a nested first element).
 
     Raises:
-        ValueError: when no floating tensor can be found.
+        ValueError: when no tensor can be found (or, with ``strict``, when the choice is ambiguous).
     """
     if isinstance(raw, torch.Tensor):
         return raw
     if isinstance(raw, Mapping):
-        if "logits" in raw and isinstance(raw["logits"], torch.Tensor):
-            return raw["logits"]
+        logits = raw.get("logits")
+    else:  # the lenient level never read attributes: a named tuple's first floating field stays its answer
+        logits = getattr(raw, "logits", None) if strict else None
+    if isinstance(logits, torch.Tensor):
+        return logits
+    return _strict_output(raw) if strict else _first_floating(raw)
+
+
+def _first_floating(raw: Any) -> torch.Tensor:
+    if isinstance(raw, Mapping):
         values = list(raw.values())
     elif isinstance(raw, (tuple, list)):
         values = list(raw)
@@ -73,6 +97,23 @@ def default_output(raw: Any) -> torch.Tensor:
     raise ValueError(
         f"cannot find the output tensor in a {type(raw).__name__}; pass output_transform= "
         f"(a function from the model's output to one tensor), e.g. lambda out: out['logits']"
+    )
+
+
+def _strict_output(raw: Any) -> torch.Tensor:
+    if isinstance(raw, Mapping):
+        tensors = [k for k, v in raw.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return raw[tensors[0]]
+        raise ValueError(
+            f"the model returns a dict with tensors {tensors} and no 'logits': pass "
+            f"output_transform=lambda out: out[{tensors[0]!r}] (or the key of the output to use)"
+        )
+    if isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
+        return raw[0]
+    raise ValueError(
+        f"cannot pick the output tensor from a {type(raw).__name__}: pass output_transform=..., a function "
+        "from the model's output to the one tensor to use"
     )
 
 

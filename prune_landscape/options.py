@@ -19,9 +19,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any, TypeVar
+
+from prune_landscape.checks import renamed_keyword
 
 __all__ = ["with_keywords"]
 
@@ -47,14 +48,11 @@ def with_keywords(cls: type[T], value: T | None, keywords: Mapping[str, Any], *,
         raise TypeError(f"{where}() expected a {cls.__name__} or None, got {type(value).__name__}")
     renamed = renamed or {}
     fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    changes: dict[str, Any] = {}
-    for name, given in keywords.items():
-        new = renamed.get(name, name)
-        if new not in fields:
-            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}; expected one of {fields}")
-        if new != name:
-            if new in keywords:
-                raise TypeError(f"{where}() got {name!r} and {new!r}; pass only {new!r} ({name!r} is its old name)")
-            warnings.warn(f"{where}(): the keyword {name!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
-        changes[new] = given
+    unknown = [name for name in keywords if renamed.get(name, name) not in fields]
+    if unknown:
+        raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r}; expected one of {fields}")
+    changes = dict(keywords)
+    for old, new in renamed.items():
+        if old in changes:  # stacklevel 4: renamed_keyword -> here -> the public function -> the user's line
+            changes[new], _ = renamed_keyword(changes, old, new, changes.get(new), where=where, error=TypeError, stacklevel=4)
     return dataclasses.replace(value if value is not None else cls(), **changes)  # type: ignore[type-var]

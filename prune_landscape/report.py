@@ -55,7 +55,7 @@ from prune_landscape.theory.facts import NetworkFacts
 from prune_landscape.theory.findings import Finding
 from prune_landscape.verdict import Baseline, MaskVerdict
 
-__all__ = ["SCHEMA_VERSION", "AuditReport", "Remedy", "save_report"]  # Remedy re-exported from remedy.py
+__all__ = ["SCHEMA_VERSION", "AuditReport", "ProbeFailure", "Remedy", "save_report"]  # Remedy re-exported from remedy.py
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +70,44 @@ RELATIVE_SIGNAL = (
 def _verdict_line(label: str, verdict: Verdict) -> str:
     rules = ", ".join(f"{f.rule} [{f.provenance.value}]" for f in verdict.deciding if f.rule in verdict.rules)
     return f"{label}: {verdict.verdict.name} by {rules or 'DEFAULT'} - {verdict.explanation}"
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A probe that raised, kept in :attr:`AuditReport.probes` in place of its result so the audit goes on.
+
+    The one failure value of both pipelines (the sweep's rows and the Lightning callback's report).
+
+    Attributes:
+        name: the probe's name.
+        error: ``"<type>: <message>"``.
+        as_metric: whether the failure is one of the report's numbers: ``scalars()`` gives ``failed = 1``
+            and ``to_dict()`` adds ``"failed": True``. The callback logs it, so a dashboard shows the failed
+            probe; a sweep row keeps its failures in ``probe_errors`` instead (False), so that its metrics
+            hold only measured numbers.
+
+    Example:
+        >>> ProbeFailure("hessian", "RuntimeError: diverged").to_dict()
+        {'failed': True, 'error': 'RuntimeError: diverged'}
+        >>> ProbeFailure("hessian", "RuntimeError: diverged", as_metric=False).scalars()
+        {}
+    """
+
+    name: str
+    error: str
+    as_metric: bool = True
+
+    def scalars(self) -> dict[str, float]:
+        """``{"failed": 1.0}`` when :attr:`as_metric`, else nothing: the probe gave no numbers."""
+        return {"failed": 1.0} if self.as_metric else {}
+
+    def figure(self) -> None:
+        """No figure."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the error (with ``"failed": True`` first when :attr:`as_metric`)."""
+        return {"failed": True, "error": self.error} if self.as_metric else {"error": self.error}
 
 
 @dataclass(frozen=True)

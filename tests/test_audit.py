@@ -204,7 +204,7 @@ def test_final_layer_name_and_its_deprecated_spelling_and_structure_options_agre
     named = audit(net, n_samples=5, final_layer_name="fc1")
     assert (named.structure.final_layer, named.structure.fan_in) == ("fc1.weight", (4,) * 6)
     grouped = audit(net, n_samples=5, structure_options=StructureOptions(final_layer_name="fc1"))
-    with pytest.warns(DeprecationWarning, match="'final_layer' is deprecated; use 'final_layer_name'") as caught:
+    with pytest.warns(DeprecationWarning, match="audit: final_layer= is deprecated; use final_layer_name=") as caught:
         old = audit(net, n_samples=5, final_layer="fc1")
     assert caught[0].filename == __file__  # the warning points at the caller's line
     for report in (grouped, old):
@@ -214,5 +214,5 @@ def test_final_layer_name_and_its_deprecated_spelling_and_structure_options_agre
                  final_layer_name="fc2").structure.final_layer == "fc2.weight"
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'head'; expected one of \['example_input'"):
         audit(net, head="fc1")
-    with pytest.raises(TypeError, match="got 'final_layer' and 'final_layer_name'"):
+    with pytest.raises(TypeError, match="give final_layer_name= only"):
         audit(net, final_layer="fc1", final_layer_name="fc1")

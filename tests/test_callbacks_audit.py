@@ -227,7 +227,7 @@ _LEGACY = [
 
 @pytest.mark.parametrize(("keyword", "value", "group", "kind"), _LEGACY, ids=[row[0] for row in _LEGACY])
 def test_each_old_keyword_still_works_and_warns_with_the_new_spelling(keyword, value, group, kind):
-    expected = f"LandscapeAudit({keyword}=...) is deprecated; pass {group}={kind.__name__}({keyword}=...) instead"
+    expected = f"LandscapeAudit: {keyword}= is deprecated; use {group}= (as {group}={kind.__name__}({keyword}=...))"
     with pytest.warns(DeprecationWarning, match=re.escape(expected)):
         old = LandscapeAudit(**{keyword: value})
     new = LandscapeAudit(**{group: kind(**{keyword: value})})

@@ -204,11 +204,11 @@ def test_final_layer_policy_is_typed_at_construction_and_final_layer_still_works
     assert make(final_layer_policy="dense").final_layer_policy == FinalLayerPolicy(FinalLayerMode.DENSE)
     assert make(final_layer_policy="min_density=0.25").final_layer_policy == FinalLayerPolicy(FinalLayerMode.MIN_DENSITY, 0.25)
     assert make(scope="local").scope is Scope.LAYERWISE
-    expected = f"{who}(final_layer=...) is deprecated; pass final_layer_policy=... instead"
+    expected = f"{who}: final_layer= is deprecated; use final_layer_policy= (same values)"
     with pytest.warns(DeprecationWarning, match=re.escape(expected)):
         old = make(final_layer=0.3)
     assert old.final_layer_policy == FinalLayerPolicy(FinalLayerMode.MIN_DENSITY, 0.3)
-    with pytest.raises(ValueError, match=re.escape(f"{who}: pass final_layer_policy= only")):
+    with pytest.raises(ValueError, match=re.escape(f"{who}: give final_layer_policy= only")):
         make(final_layer_policy="dense", final_layer="dense")
 
 

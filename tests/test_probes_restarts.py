@@ -59,7 +59,7 @@ def test_budget_matched_masks_spend_the_same_budget():
         assert bool(dense["fc2.weight"].all()) and not bool(sparse["fc2.weight"].all())
     with pytest.raises(ValueError, match="final_layer='dense' does not fit"):  # allocate's check, with the numbers
         budget_matched_masks(models.mlp([2, 64, 4]), 0.9, final_layer_policy="dense")
-    with pytest.warns(DeprecationWarning, match="'final_layer_policy'"):
+    with pytest.warns(DeprecationWarning, match="budget_matched_masks: final_layer= is deprecated; use final_layer_policy="):
         old = budget_matched_masks(net, 0.8, final_layer="dense", seed=0)
     assert old == budget_matched_masks(net, 0.8, final_layer_policy="dense", seed=0)
 

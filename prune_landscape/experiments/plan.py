@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from prune_landscape.checks import deprecation_message
 from prune_landscape.layers import prunable_parameters
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import available_methods, get_pruner
@@ -100,7 +101,7 @@ class Cell:
     @property
     def final_layer(self) -> str:
         """Deprecated name of :attr:`final_layer_policy` (``final_layer`` names the head's weight elsewhere)."""
-        warnings.warn("Cell.final_layer is deprecated; use Cell.final_layer_policy", DeprecationWarning, stacklevel=2)
+        warnings.warn(deprecation_message("Cell.final_layer", "Cell.final_layer_policy"), DeprecationWarning, stacklevel=2)
         return self.final_layer_policy
 
 

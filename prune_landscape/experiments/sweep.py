@@ -33,7 +33,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from prune_landscape.masks import MaskSet, make_pruning_permanent
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import prune
 from prune_landscape.pruning.reinit import redraw_initial_weights
-from prune_landscape.report import AuditReport
+from prune_landscape.report import AuditReport, ProbeFailure  # ProbeFailure re-exported: its old home
 from prune_landscape.training import evaluate, train
 
 __all__ = ["ProbeFailure", "audit_cell", "audit_trained", "fresh_model", "run_sweep"]
@@ -74,26 +73,6 @@ def fresh_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     return model
 
 
-@dataclass(frozen=True)
-class ProbeFailure:
-    """A probe that raised: kept in the report in place of its result, so the row and the run go on."""
-
-    name: str
-    error: str
-
-    def to_dict(self) -> dict[str, str]:
-        """A JSON-ready dict: ``{"error": "<type>: <message>"}``."""
-        return {"error": self.error}
-
-    def scalars(self) -> dict[str, float]:
-        """No numbers: the probe gave none."""
-        return {}
-
-    def figure(self) -> None:
-        """No figure."""
-        return None
-
-
 def _isolated_probe(name: str, probe: Callable[[nn.Module, DataLike], Any], label: str) -> Callable[[nn.Module, DataLike], Any]:
     """``probe`` that returns a :class:`ProbeFailure` (and warns) instead of raising."""
 
@@ -103,7 +82,7 @@ def _isolated_probe(name: str, probe: Callable[[nn.Module, DataLike], Any], labe
         except Exception as error:  # one probe (e.g. a diverged model's Hessian) must not end the row
             warnings.warn(f"{label}: probe {name!r} failed ({error_text(error)}); the row keeps its other results",
                           RuntimeWarning, stacklevel=2)
-            return ProbeFailure(name, error_text(error))
+            return ProbeFailure(name, error_text(error), as_metric=False)
 
     run.__name__ = name
     return run

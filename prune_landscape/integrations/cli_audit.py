@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,18 +26,15 @@ from prune_landscape.experiments.plan import SweepPlan
 from prune_landscape.experiments.rowstore import RowStore, failed_rows, finished_rows
 from prune_landscape.experiments.sweep import run_sweep
 from prune_landscape.integrations.cli_config import (
-    _USER_ERRORS,
-    UsageError,
     _check_model,
-    _message,
     _output_dir,
-    _remove_empty_run_dir,
-    _threads,
+    checked_command,
     dataset_options,
     load_data,
+    run_command,
+    usage_errors,
 )
 from prune_landscape.integrations.cli_loggers import finish_loggers, log_row, wandb_offline_if_unreachable
-from prune_landscape.integrations.config_check import ConfigError, check_config
 
 __all__ = ["app", "run_audit"]
 
@@ -134,21 +130,12 @@ def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[Row], None]] = ()) -
     Raises:
         UsageError: a configuration problem (nothing has run yet, no output folder made).
     """
-    try:
-        check_config(cfg, "audit")
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-    with _threads(cfg):
-        return _run_audit(cfg, hooks)
+    return checked_command(cfg, "audit", lambda checked: _run_audit(checked, hooks))
 
 
 def _job(cfg: DictConfig) -> _AuditJob:
-    try:
+    with usage_errors():
         return _AuditJob(cfg)
-    except UsageError:
-        raise
-    except _USER_ERRORS as error:
-        raise UsageError(_message(error)) from error
 
 
 def _run_audit(cfg: DictConfig, hooks: Iterable[Callable[[Row], None]]) -> Path:
@@ -176,16 +163,7 @@ def app(cfg: DictConfig) -> None:
 
     Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
     """
-    try:
-        directory = run_audit(cfg)
-    except UsageError as error:
-        _remove_empty_run_dir(cfg)
-        print(f"prune-landscape audit: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        directory = Path(str(cfg.output_dir))
-        print(f"interrupted: the finished rows are in {directory / 'sweep.html'}", file=sys.stderr)
-        print(directory, flush=True)
-        raise SystemExit(130) from None
+    directory = run_command(cfg, "audit", run_audit,
+                            lambda directory: f"interrupted: the finished rows are in {directory / 'sweep.html'}")
     print(_summary((directory / "sweep.md").read_text()))
     print(directory, flush=True)

@@ -1,5 +1,6 @@
 """What both CLI commands share: the data config read as a data set, the ``${data_info:...}`` resolver, the
-output directory, the model check, ``torch_threads``, and the one-line :class:`UsageError` with its clean-up.
+output directory, the model check, ``torch_threads``, the one-line :class:`UsageError` with its clean-up, and
+a command's frame (config check, exit statuses: :func:`checked_command`, :func:`run_command`).
 
 Adapter module (Hydra/OmegaConf); torch and the core load inside the functions, after the arguments are checked.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["UsageError", "dataset_options", "load_data"]
+from prune_landscape.integrations.config_check import ConfigError, check_config
+
+__all__ = ["UsageError", "checked_command", "dataset_options", "load_data", "run_command", "usage_errors"]
 
 #: Keys of a data config that configure loaders, not the data set.
 _LOADER_KEYS = ("_target_", "batch_size", "num_workers", "val_fraction", "seed")
@@ -35,6 +39,51 @@ def _message(error: BaseException) -> str:
 
 class UsageError(Exception):
     """A configuration problem found before any work: printed as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn a configuration error raised while a command builds its parts into a one-line :class:`UsageError`."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except _USER_ERRORS as error:
+        raise UsageError(_message(error)) from error
+
+
+def checked_command(cfg: DictConfig, command: str, run: Callable[[DictConfig], Path]) -> Path:
+    """``run(cfg)`` once ``cfg`` passes :func:`check_config` for ``command``, under its ``torch_threads``.
+
+    Raises:
+        UsageError: a configuration problem (nothing has run yet, no output folder made).
+    """
+    try:
+        check_config(cfg, command)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    with _threads(cfg):
+        return run(cfg)
+
+
+def run_command(cfg: DictConfig, command: str, run: Callable[[DictConfig], Path],
+                interrupted: Callable[[Path], str]) -> Path:
+    """The Hydra task's frame: ``run(cfg)``, returning its directory, with the commands' exit statuses.
+
+    Exit status 2 for a configuration problem (one line on stderr, no folder left); 130 for Ctrl-C
+    (``interrupted(directory)`` on stderr, where the partial results are, then the directory on stdout).
+    """
+    try:
+        return run(cfg)
+    except UsageError as error:
+        _remove_empty_run_dir(cfg)
+        print(f"prune-landscape {command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        directory = Path(str(cfg.output_dir))
+        print(interrupted(directory), file=sys.stderr)
+        print(directory, flush=True)
+        raise SystemExit(130) from None
 
 
 # ------------------------------------------------------------------------------------------ config

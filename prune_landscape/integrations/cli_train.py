@@ -8,7 +8,6 @@ imports it only once the arguments are checked.
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,17 +16,8 @@ from omegaconf import DictConfig
 
 from prune_landscape.experiments.sweep import fresh_model
 
-from prune_landscape.integrations.cli_config import (
-    _USER_ERRORS,
-    UsageError,
-    _check_model,
-    _message,
-    _output_dir,
-    _remove_empty_run_dir,
-    _threads,
-)
+from prune_landscape.integrations.cli_config import _check_model, _output_dir, checked_command, run_command, usage_errors
 from prune_landscape.integrations.cli_loggers import _is_wandb, finish_wandb_run, wandb_offline_if_unreachable
-from prune_landscape.integrations.config_check import ConfigError, check_config
 
 __all__ = ["app", "run_train"]
 
@@ -42,16 +32,11 @@ def run_train(cfg: DictConfig) -> Path:
         KeyboardInterrupt: Ctrl-C during training (Lightning has shut down and the callbacks have written
             their reports through ``on_exception``).
     """
-    try:
-        check_config(cfg, "train")
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-    with _threads(cfg):
-        return _run_train(cfg)
+    return checked_command(cfg, "train", _run_train)
 
 
 def _run_train(cfg: DictConfig) -> Path:
-    try:
+    with usage_errors():
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
         model = fresh_model(lambda: instantiate(cfg.model), int(cfg.seed))
@@ -65,10 +50,6 @@ def _run_train(cfg: DictConfig) -> Path:
         wandb_offline_if_unreachable(cfg)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, audit_callback], logger=loggers or False)
-    except UsageError:
-        raise
-    except _USER_ERRORS as error:
-        raise UsageError(_message(error)) from error
     try:
         trainer.fit(module, datamodule=datamodule)
     except SystemExit:
@@ -93,16 +74,7 @@ def app(cfg: DictConfig) -> None:
 
     Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
     """
-    try:
-        directory = run_train(cfg)
-    except UsageError as error:
-        _remove_empty_run_dir(cfg)
-        print(f"prune-landscape train: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        directory = Path(str(cfg.output_dir))
-        print(f"interrupted: the audit report of the training so far is in {directory / 'audit'}", file=sys.stderr)
-        print(directory, flush=True)
-        raise SystemExit(130) from None
+    directory = run_command(cfg, "train", run_train,
+                            lambda directory: f"interrupted: the audit report of the training so far is in {directory / 'audit'}")
     print(directory, flush=True)
 

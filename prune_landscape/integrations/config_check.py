@@ -24,6 +24,8 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from prune_landscape.checks import deprecation_message
+
 if TYPE_CHECKING:  # omegaconf loads when a config is checked: importing the package never pulls it in
     from omegaconf import DictConfig
 

@@ -1,7 +1,8 @@
 """Every ``torch.nn.utils.prune`` and parametrization detail of a mask held in a model, in one place.
 
-Reading the masks a model carries, attaching one, folding them in (removing the hooks), and the stored
-unmasked tensor behind a masked weight. :class:`~prune_landscape.masks.MaskSet` is the data; this is how it
+Reading the masks a model carries, attaching one, folding them in (removing the hooks), the stored
+unmasked tensor behind a masked weight, and turning a masked or parametrized tensor of a *shadow* (a copy
+sharing the user's tensors) into a plain one without writing into any tensor. :class:`~prune_landscape.masks.MaskSet` is the data; this is how it
 meets a module.
 """
 
@@ -13,7 +14,15 @@ from torch.nn.utils import parametrize, prune
 
 from prune_landscape.layers import prunable_weights
 
-__all__ = ["attach_mask", "attached_masks", "make_pruning_permanent", "stored_tensor"]
+__all__ = [
+    "attach_mask",
+    "attached_masks",
+    "drop_prune_hooks",
+    "make_pruning_permanent",
+    "pruned_attrs",
+    "replace_with_plain",
+    "stored_tensor",
+]
 
 
 def make_pruning_permanent(model: nn.Module) -> nn.Module:
@@ -121,6 +130,43 @@ def attached_masks(model: nn.Module) -> dict[str, torch.Tensor]:
                 if mask is not None:
                     found[prefix + attr] = mask
     return _canonical(model, found)
+
+
+def pruned_attrs(module: nn.Module) -> list[str]:
+    """The attributes of ``module`` held by torch.nn.utils.prune (an ``<attr>_orig`` Parameter next to an
+    ``<attr>_mask`` buffer), in parameter registration order."""
+    return [name[: -len("_orig")] for name in module._parameters
+            if name.endswith("_orig") and f"{name[: -len('_orig')]}_mask" in module._buffers]
+
+
+def drop_prune_hooks(module: nn.Module) -> None:
+    """Remove ``module``'s torch.nn.utils.prune forward pre-hooks *without* folding the masks in.
+
+    For a shadow only (:func:`prune_landscape.model_io.shadow_copy`): ``prune.remove`` (what
+    :func:`make_pruning_permanent` calls) assigns ``orig.data = orig * mask``, which would write into the
+    ``<attr>_orig`` tensor the shadow shares with the user's model. The caller reads the values first
+    (:func:`prune_landscape.layers.current_tensor`) and puts plain ones in with :func:`replace_with_plain`.
+    """
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, prune.BasePruningMethod):
+            del module._forward_pre_hooks[key]
+
+
+def replace_with_plain(module: nn.Module, attr: str, value: torch.Tensor) -> None:
+    """Make ``module.<attr>`` the plain tensor ``value``: its parametrization or its torch.nn.utils.prune
+    ``_orig``/``_mask`` pair is dropped from the module's dicts (no tensor is written; for a shadow, see
+    :func:`drop_prune_hooks`)."""
+    if parametrize.is_parametrized(module, attr):
+        del module.parametrizations[attr]
+        if len(module.parametrizations) == 0:
+            # the last one gone: the module returns to its own class (parametrize made a subclass of it)
+            del module._modules["parametrizations"]
+            module.__class__ = type(module).__bases__[0]
+    if f"{attr}_orig" in module._parameters:
+        del module._parameters[f"{attr}_orig"]
+        module._buffers.pop(f"{attr}_mask", None)
+        module.__dict__.pop(attr, None)
+    module._parameters[attr] = value
 
 
 def stored_tensor(module: nn.Module, attr: str) -> torch.Tensor:

@@ -11,7 +11,6 @@ signed-rank test.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -21,6 +20,7 @@ from scipy import stats
 from torch import nn
 
 from prune_landscape.batching import DataLike, first_batch, num_samples
+from prune_landscape.checks import check_sparsity, renamed_keyword
 from prune_landscape.masks import MaskSet, find_parameter, make_pruning_permanent, prunable_parameters, stored_tensor
 from prune_landscape.modelcopy import copy_model
 from prune_landscape.probes.kept import resolve_loss
@@ -193,7 +193,7 @@ def budget_matched_masks(
     model: nn.Module,
     sparsity: float,
     *,
-    final_layer_policy: str = "prune",
+    final_layer_policy: str | None = None,
     seed: int = 0,
     method: str = "random",
     final_layer: str | None = None,
@@ -204,17 +204,17 @@ def budget_matched_masks(
     ``final_layer_policy="dense"`` keeps every final-layer weight and spends the rest of the budget on the
     other layers (:func:`prune_landscape.pruning.allocation.allocate` decides). ``method`` is ``"random"``
     (seeded uniform scores) or ``"magnitude"`` (|w| of the unmasked weights); masks the model carries are
-    ignored. ``final_layer`` is the deprecated name of ``final_layer_policy``.
+    ignored. ``final_layer_policy=None`` means "prune"; ``final_layer`` is its deprecated name (warns; giving
+    both is a ValueError).
 
     Raises:
         ValueError: if the dense final layer alone exceeds the budget (with the numbers and the ways out).
     """
-    if final_layer is not None:
-        warnings.warn("budget_matched_masks(): the keyword 'final_layer' is deprecated; use 'final_layer_policy'",
-                      DeprecationWarning, stacklevel=2)
-        final_layer_policy = final_layer
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    given = {} if final_layer is None else {"final_layer": final_layer}
+    final_layer_policy, _ = renamed_keyword(given, "final_layer", "final_layer_policy", final_layer_policy,
+                                            where="budget_matched_masks")
+    final_layer_policy = "prune" if final_layer_policy is None else final_layer_policy
+    sparsity = check_sparsity(sparsity)
     if final_layer_policy not in ("prune", "dense") or method not in ("random", "magnitude"):
         raise ValueError(f"expected final_layer_policy in ('prune', 'dense') and method in ('random', 'magnitude'), "
                          f"got {final_layer_policy!r}, {method!r}")

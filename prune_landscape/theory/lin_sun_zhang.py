@@ -40,6 +40,12 @@ def _one_hidden_classes(facts: NetworkFacts) -> bool:
     return _linear(facts) and facts.hidden_layers == 1 and facts.closedness is not None
 
 
+def _without_the_data_it_needs(rule: Rule, facts: NetworkFacts) -> Finding | None:
+    """A data-dependent rule whose data condition (whitened or not) fails: undecided when the data is
+    unknown (``whitened is None``), else the rule does not apply."""
+    return rule.undecided(Axis.LANDSCAPE, facts, "data") if facts.whitened is None else None
+
+
 def lin_1(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-1: linear, one hidden layer, every equivalence class complete -> no spurious local minimum."""
     if not _one_hidden_classes(facts) or facts.closedness.non_complete_classes:
@@ -85,10 +91,8 @@ def lin_2(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-2: linear, one hidden layer, closed family (non-complete classes disjoint), whitened data."""
     if not _one_hidden_classes(facts) or not facts.closedness.disjoint_family:
         return None
-    if facts.whitened is None:
-        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if not facts.whitened:
-        return None
+        return _without_the_data_it_needs(rule, facts)
     return rule.finding(
         Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN,
         cite(facts, ("non_complete_classes", facts.closedness.non_complete_classes)),
@@ -103,10 +107,8 @@ def lin_2d(rule: Rule, facts: NetworkFacts) -> Finding | None:
         return None
     if not facts.first_layer_non_intersected or not all(facts.dense_layers[1:]):
         return None
-    if facts.whitened is None:
-        return rule.undecided(Axis.LANDSCAPE, facts, "data")
     if not facts.whitened:
-        return None
+        return _without_the_data_it_needs(rule, facts)
     return rule.finding(
         Axis.LANDSCAPE, Landscape.NO_SPURIOUS_LOCAL_MIN, cite(facts),
         "deep linear net, each input feeding at most one first-layer unit, other layers dense, whitened data: "
@@ -118,10 +120,8 @@ def lin_3(rule: Rule, facts: NetworkFacts) -> Finding | None:
     """LIN-3: linear, sparse first layer with >= 2 non-complete classes, data not whitened -> RISKY."""
     if not _one_hidden_classes(facts) or facts.dense_layers[0] or facts.closedness.non_complete_classes < 2:
         return None
-    if facts.whitened is None:
-        return rule.undecided(Axis.LANDSCAPE, facts, "data")
-    if facts.whitened:
-        return None
+    if facts.whitened is None or facts.whitened:
+        return _without_the_data_it_needs(rule, facts)
     return rule.finding(
         Axis.LANDSCAPE, Landscape.RISKY, cite(facts, ("non_complete_classes", facts.closedness.non_complete_classes)),
         f"sparse first layer with {facts.closedness.non_complete_classes} non-complete classes on non-whitened "

@@ -1,37 +1,21 @@
 """The probes LandscapeAudit runs: checked by name at construction, each run so that a failure is recorded.
 
 Lightning adapter helper. A probe that raises (the Hessian of a diverged model, ARPACK not converging)
-leaves a :class:`ProbeFailure` in the report and one recorded failure; the audit and the run go on.
+leaves a :class:`~prune_landscape.report.ProbeFailure` in the report and one recorded failure; the audit and
+the run go on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from prune_landscape.probes import PROBES
+from prune_landscape.report import ProbeFailure  # the core failure value, re-exported here as before
 
 __all__ = ["ProbeFailure", "check_probes", "guarded_probes"]
-
-
-@dataclass(frozen=True)
-class ProbeFailure:
-    """The result a probe that raised leaves in the report (its scalar ``failed`` = 1 is logged)."""
-
-    name: str
-    error: str
-
-    def scalars(self) -> dict[str, float]:
-        return {"failed": 1.0}
-
-    def figure(self) -> None:
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"failed": True, "error": self.error}
 
 
 def check_probes(probes: Any) -> tuple[str | Callable[..., Any], ...]:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from prune_landscape.audit import audit
 from prune_landscape.batching import DataLike, require_data
+from prune_landscape.checks import check_nonnegative_number, check_positive_int
 from prune_landscape.integrations.callbacks._batches import adapt_data, first_raw_batch
-from prune_landscape.integrations.callbacks._checks import check_nonnegative_number, check_positive_int
 from prune_landscape.integrations.callbacks._network import NetworkChoice, NetworkSpec, check_network_spec, choose_network
 from prune_landscape.integrations.callbacks._probes import ProbeFailure, check_probes, guarded_probes
 from prune_landscape.integrations.callbacks._reportfiles import annotate, partial_metrics, partial_report, report_directory
@@ -129,7 +129,7 @@ class LandscapeAudit(pl.Callback):
         self.reporting: AuditReporting = groups["reporting"]
         self.network = network
         self.data = data
-        self.n_samples = check_positive_int("n_samples", n_samples, allow_none=True)
+        self.n_samples = check_positive_int("n_samples", n_samples, optional=True)
         self.weight_decay = check_nonnegative_number("weight_decay", weight_decay)
 
         self.records: list[AuditRecord] = []

@@ -13,11 +13,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from prune_landscape.integrations.callbacks._checks import check_bool
-from prune_landscape.integrations.callbacks._network import NetworkSpec, check_network_spec
+from prune_landscape.checks import check_bool
+from prune_landscape.integrations.callbacks._network import NetworkSpec
 from prune_landscape.integrations.callbacks._steps import check_budget, ensure_masks_attached, pruned_network, shrink
 from prune_landscape.integrations.callbacks._support import example_batch, install_mask_restore_hook, resolve_train_data
-from prune_landscape.integrations.callbacks.options import parse_final_layer_policy
+from prune_landscape.integrations.callbacks.options import pruning_target
 from prune_landscape.masks import MaskSet
 from prune_landscape.pruning.allocation import FinalLayerPolicy, Scope
 
@@ -71,12 +71,11 @@ class IterativeMagnitudePruning(pl.Callback):
             raise ValueError(f"schedule must have sparsity_at_round(r) (an IMPSchedule), got {type(schedule).__name__}")
         if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round!r}")
-        self.final_layer_policy: FinalLayerPolicy = parse_final_layer_policy(final_layer_policy, final_layer, "IterativeMagnitudePruning")
-        self.scope = Scope.parse(scope)
+        self.final_layer_policy, self.scope, self.network = pruning_target(
+            final_layer_policy, final_layer, scope, network, "IterativeMagnitudePruning"
+        )
         check_bool("reset_optimizer", reset_optimizer)
         check_bool("rewind_lr_schedule", rewind_lr_schedule)
-        check_network_spec(network)
-        self.network = network
         self._choice = None
         self.schedule = schedule
         self.epochs_per_round = int(epochs_per_round)

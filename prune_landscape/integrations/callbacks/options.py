@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +21,18 @@ from typing import Any, TypeVar
 
 import torch
 
+from prune_landscape.checks import check_bool, check_callable, check_path, check_positive_int, check_str, renamed_keyword
 from prune_landscape.integrations.callbacks._batches import (
     BatchToInputs,
     BatchToTargets,
     default_batch_to_inputs,
     default_batch_to_targets,
 )
-from prune_landscape.integrations.callbacks._checks import (
-    check_bool,
-    check_callable,
-    check_path,
-    check_positive_int,
-    check_str,
-)
-from prune_landscape.pruning.allocation import FinalLayerPolicy
+from prune_landscape.integrations.callbacks._network import NetworkSpec, check_network_spec
+from prune_landscape.pruning.allocation import FinalLayerPolicy, Scope
 
-__all__ = ["AuditReporting", "AuditSchedule", "ModelIO", "apply_legacy_keywords", "as_group", "parse_final_layer_policy"]
+__all__ = ["AuditReporting", "AuditSchedule", "ModelIO", "apply_legacy_keywords", "as_group", "parse_final_layer_policy",
+           "pruning_target"]
 
 Group = TypeVar("Group")
 
@@ -65,9 +60,9 @@ class AuditSchedule:
     final_with_data: bool = True
 
     def __post_init__(self) -> None:
-        check_positive_int("probe_every_n_epochs", self.probe_every_n_epochs, allow_none=True)
+        check_positive_int("probe_every_n_epochs", self.probe_every_n_epochs, optional=True)
         check_bool("probe_at_end", self.probe_at_end)
-        check_positive_int("structure_every_n_epochs", self.structure_every_n_epochs, allow_none=True)
+        check_positive_int("structure_every_n_epochs", self.structure_every_n_epochs, optional=True)
         check_positive_int("check_every_n_steps", self.check_every_n_steps)
         check_bool("final_with_data", self.final_with_data)
 
@@ -107,9 +102,9 @@ class ModelIO:
     output_transform: Callable[[Any], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
-        check_callable("batch_to_inputs", self.batch_to_inputs)
-        check_callable("batch_to_targets", self.batch_to_targets)
-        check_callable("output_transform", self.output_transform)
+        check_callable("batch_to_inputs", self.batch_to_inputs, optional=True)
+        check_callable("batch_to_targets", self.batch_to_targets, optional=True)
+        check_callable("output_transform", self.output_transform, optional=True)
         if self.example_input is not None and not isinstance(self.example_input, (torch.Tensor, tuple, list, Mapping)):
             raise ValueError(
                 f"example_input must be a tensor, a tuple or a dict of inputs, got {type(self.example_input).__name__}"
@@ -188,28 +183,46 @@ def apply_legacy_keywords(groups: dict[str, Any], legacy: Mapping[str, Any], who
     if unknown:
         raise TypeError(f"{who}() got unexpected keyword argument(s) {unknown}")
     groups = dict(groups)
-    for name, value in legacy.items():
+    loose = dict(legacy)
+    for name in legacy:
         argument, kind = _LEGACY_AUDIT[name]
-        warnings.warn(
-            f"{who}({name}=...) is deprecated; pass {argument}={kind.__name__}({name}=...) instead",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+        # stacklevel 4: renamed_keyword -> here -> LandscapeAudit.__init__ -> the user's line.
+        value, _ = renamed_keyword(loose, name, argument, None, where=who, note=f"as {argument}={kind.__name__}({name}=...)",
+                                   stacklevel=4)
         groups[argument] = dataclasses.replace(groups[argument], **{name: value})
     return groups
 
 
-def parse_final_layer_policy(policy: str | float | FinalLayerPolicy | None, legacy: Any, who: str) -> FinalLayerPolicy:
+def parse_final_layer_policy(
+    policy: str | float | FinalLayerPolicy | None, legacy: Any, who: str, *, stacklevel: int = 4
+) -> FinalLayerPolicy:
     """The one parse of a pruning callback's final-layer policy (``final_layer=`` is the old spelling).
+
+    ``stacklevel`` counts from :func:`~prune_landscape.checks.renamed_keyword` (4: renamed_keyword -> here ->
+    the callback's ``__init__`` -> the user's line).
 
     Raises:
         ValueError: for both spellings at once, or a policy ``FinalLayerPolicy.parse`` refuses.
     """
-    if legacy is not None:
-        if policy is not None:
-            raise ValueError(f"{who}: pass final_layer_policy= only (final_layer= is its deprecated spelling), got both")
-        warnings.warn(
-            f"{who}(final_layer=...) is deprecated; pass final_layer_policy=... instead", DeprecationWarning, stacklevel=3
-        )
-        policy = legacy
+    given = {} if legacy is None else {"final_layer": legacy}
+    policy, _ = renamed_keyword(given, "final_layer", "final_layer_policy", policy, where=who, stacklevel=stacklevel)
     return FinalLayerPolicy.parse("prune" if policy is None else policy)
+
+
+def pruning_target(
+    final_layer_policy: str | float | FinalLayerPolicy | None, final_layer: Any, scope: str | Scope, network: NetworkSpec,
+    who: str,
+) -> tuple[FinalLayerPolicy, Scope, NetworkSpec]:
+    """What every pruning callback parses once at construction: ``(final-layer policy, scope, network)``.
+
+    The policy typed (``final_layer`` is its deprecated spelling, warning at the user's line), the scope
+    typed, the ``network`` spec checked (the module it names is chosen at each fit).
+
+    Raises:
+        ValueError: for a policy, scope or network spec that cannot be used (naming the given value).
+    """
+    # stacklevel 5: renamed_keyword -> parse_final_layer_policy -> here -> the callback's __init__ -> the user.
+    policy = parse_final_layer_policy(final_layer_policy, final_layer, who, stacklevel=5)
+    parsed_scope = Scope.parse(scope)
+    check_network_spec(network)
+    return policy, parsed_scope, network

@@ -20,8 +20,9 @@ from typing import Any
 import pytorch_lightning as pl
 
 from prune_landscape.batching import DataLike
+from prune_landscape.checks import check_int, check_sparsity
 from prune_landscape.integrations.callbacks._batches import adapt_data, default_batch_to_inputs, default_batch_to_targets
-from prune_landscape.integrations.callbacks._network import NetworkSpec, check_network_spec
+from prune_landscape.integrations.callbacks._network import NetworkSpec
 from prune_landscape.integrations.callbacks._steps import (
     attach,
     batch_inputs,
@@ -32,7 +33,7 @@ from prune_landscape.integrations.callbacks._steps import (
 )
 from prune_landscape.integrations.callbacks._support import current_masks, install_mask_restore_hook, resolve_train_data
 from prune_landscape.integrations.callbacks.imp import IterativeMagnitudePruning
-from prune_landscape.integrations.callbacks.options import parse_final_layer_policy
+from prune_landscape.integrations.callbacks.options import pruning_target
 from prune_landscape.masks import MaskSet
 from prune_landscape.pruning import get_pruner, prune
 from prune_landscape.pruning.allocation import FinalLayerPolicy, Scope
@@ -79,19 +80,16 @@ class PruneAtInit(pl.Callback):
         final_layer: FinalLayer | None = None,
         **options: Any,
     ) -> None:
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        check_sparsity(sparsity)
+        check_int("seed", seed)
         spec = get_pruner(method)  # raises, listing the known methods
         valid = [*spec.valid_options(), *_PRUNE_KEYWORDS]
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {valid}")
-        self.final_layer_policy: FinalLayerPolicy = parse_final_layer_policy(final_layer_policy, final_layer, "PruneAtInit")
-        self.scope = Scope.parse(scope)
-        check_network_spec(network)
-        self.network = network
+        self.final_layer_policy, self.scope, self.network = pruning_target(
+            final_layer_policy, final_layer, scope, network, "PruneAtInit"
+        )
         self._choice = None
         self.method = method
         self.sparsity = float(sparsity)
@@ -166,10 +164,9 @@ class GradualMagnitudePruning(pl.Callback):
         for method in ("sparsity_at", "should_update"):
             if not callable(getattr(schedule, method, None)):
                 raise ValueError(f"schedule must have a {method}(step) method (a GradualSchedule), got {type(schedule).__name__}")
-        self.final_layer_policy: FinalLayerPolicy = parse_final_layer_policy(final_layer_policy, final_layer, "GradualMagnitudePruning")
-        self.scope = Scope.parse(scope)
-        check_network_spec(network)
-        self.network = network
+        self.final_layer_policy, self.scope, self.network = pruning_target(
+            final_layer_policy, final_layer, scope, network, "GradualMagnitudePruning"
+        )
         self._choice = None
         self.schedule = schedule
         self.last_update_step: int | None = None
