@@ -29,9 +29,9 @@ from prune_landscape.integrations.cli_config import (
     _check_model,
     _output_dir,
     checked_command,
+    command_exit_codes,
     dataset_options,
     load_data,
-    run_command,
     usage_errors,
 )
 from prune_landscape.integrations.cli_loggers import finish_loggers, log_row, wandb_offline_if_unreachable
@@ -130,7 +130,8 @@ def run_audit(cfg: DictConfig, *, hooks: Iterable[Callable[[Row], None]] = ()) -
     Raises:
         UsageError: a configuration problem (nothing has run yet, no output folder made).
     """
-    return checked_command(cfg, "audit", lambda checked: _run_audit(checked, hooks))
+    with checked_command(cfg, "audit"):
+        return _run_audit(cfg, hooks)
 
 
 def _job(cfg: DictConfig) -> _AuditJob:
@@ -163,7 +164,7 @@ def app(cfg: DictConfig) -> None:
 
     Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
     """
-    directory = run_command(cfg, "audit", run_audit,
-                            lambda directory: f"interrupted: the finished rows are in {directory / 'sweep.html'}")
+    with command_exit_codes(cfg, "audit", lambda directory: f"interrupted: the finished rows are in {directory / 'sweep.html'}"):
+        directory = run_audit(cfg)
     print(_summary((directory / "sweep.md").read_text()))
     print(directory, flush=True)

@@ -1,6 +1,6 @@
 """What both CLI commands share: the data config read as a data set, the ``${data_info:...}`` resolver, the
 output directory, the model check, ``torch_threads``, the one-line :class:`UsageError` with its clean-up, and
-a command's frame (config check, exit statuses: :func:`checked_command`, :func:`run_command`).
+a command's frame (config check, exit statuses: :func:`checked_command`, :func:`command_exit_codes`).
 
 Adapter module (Hydra/OmegaConf); torch and the core load inside the functions, after the arguments are checked.
 """
@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from prune_landscape.integrations.config_check import ConfigError, check_config
 
-__all__ = ["UsageError", "checked_command", "dataset_options", "load_data", "run_command", "usage_errors"]
+__all__ = ["UsageError", "checked_command", "command_exit_codes", "dataset_options", "load_data", "usage_errors"]
 
 #: Keys of a data config that configure loaders, not the data set.
 _LOADER_KEYS = ("_target_", "batch_size", "num_workers", "val_fraction", "seed")
@@ -52,8 +52,12 @@ def usage_errors() -> Iterator[None]:
         raise UsageError(_message(error)) from error
 
 
-def checked_command(cfg: DictConfig, command: str, run: Callable[[DictConfig], Path]) -> Path:
-    """``run(cfg)`` once ``cfg`` passes :func:`check_config` for ``command``, under its ``torch_threads``.
+@contextlib.contextmanager
+def checked_command(cfg: DictConfig, command: str) -> Iterator[None]:
+    """The body runs once ``cfg`` passes :func:`check_config` for ``command``, under its ``torch_threads``.
+
+    A context manager, not a runner taking a callback: the command's own code stays on the call stack
+    below its own module (no cli_audit -> cli_config -> cli_audit bounce; ``tests/test_walks.py``).
 
     Raises:
         UsageError: a configuration problem (nothing has run yet, no output folder made).
@@ -63,18 +67,18 @@ def checked_command(cfg: DictConfig, command: str, run: Callable[[DictConfig], P
     except ConfigError as error:
         raise UsageError(str(error)) from None
     with _threads(cfg):
-        return run(cfg)
+        yield
 
 
-def run_command(cfg: DictConfig, command: str, run: Callable[[DictConfig], Path],
-                interrupted: Callable[[Path], str]) -> Path:
-    """The Hydra task's frame: ``run(cfg)``, returning its directory, with the commands' exit statuses.
+@contextlib.contextmanager
+def command_exit_codes(cfg: DictConfig, command: str, interrupted: Callable[[Path], str]) -> Iterator[None]:
+    """The Hydra task's frame around the body: the commands' exit statuses.
 
     Exit status 2 for a configuration problem (one line on stderr, no folder left); 130 for Ctrl-C
     (``interrupted(directory)`` on stderr, where the partial results are, then the directory on stdout).
     """
     try:
-        return run(cfg)
+        yield
     except UsageError as error:
         _remove_empty_run_dir(cfg)
         print(f"prune-landscape {command}: error: {error}", file=sys.stderr)

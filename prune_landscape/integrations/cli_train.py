@@ -16,7 +16,13 @@ from omegaconf import DictConfig
 
 from prune_landscape.experiments.sweep import fresh_model
 
-from prune_landscape.integrations.cli_config import _check_model, _output_dir, checked_command, run_command, usage_errors
+from prune_landscape.integrations.cli_config import (
+    _check_model,
+    _output_dir,
+    checked_command,
+    command_exit_codes,
+    usage_errors,
+)
 from prune_landscape.integrations.cli_loggers import _is_wandb, finish_wandb_run, wandb_offline_if_unreachable
 
 __all__ = ["app", "run_train"]
@@ -32,7 +38,8 @@ def run_train(cfg: DictConfig) -> Path:
         KeyboardInterrupt: Ctrl-C during training (Lightning has shut down and the callbacks have written
             their reports through ``on_exception``).
     """
-    return checked_command(cfg, "train", _run_train)
+    with checked_command(cfg, "train"):
+        return _run_train(cfg)
 
 
 def _run_train(cfg: DictConfig) -> Path:
@@ -74,7 +81,8 @@ def app(cfg: DictConfig) -> None:
 
     Exit status 2 for a configuration problem (one line on stderr, no folder left), 130 for Ctrl-C.
     """
-    directory = run_command(cfg, "train", run_train,
-                            lambda directory: f"interrupted: the audit report of the training so far is in {directory / 'audit'}")
+    with command_exit_codes(cfg, "train",
+                            lambda directory: f"interrupted: the audit report of the training so far is in {directory / 'audit'}"):
+        directory = run_train(cfg)
     print(directory, flush=True)
 
