@@ -56,7 +56,7 @@ def settings(seeds: tuple[int, ...], quick: bool) -> list[Setting]:
     methods = ("magnitude", "random", "snip", "synflow", "ntk_sap")
     options = {"ntk_sap": {"iterations": 20, "repeats": 5}, "synflow": {"iterations": 100}}
     digits_plan = SweepPlan(methods=methods, sparsities=(0.98,) if quick else (0.9, 0.95, 0.98),
-                            final_layers=("prune", "dense"), seeds=seeds, method_options=options, epochs=10, lr=0.05,
+                            final_layer_policies=("prune", "dense"), seeds=seeds, method_options=options, epochs=10, lr=0.05,
                             dense_baseline=False)
     x, y = teacher_student(96, 32, widths=(16,), outputs=2, task="regression", seed=0)
     y_scale = y.std()
@@ -64,7 +64,7 @@ def settings(seeds: tuple[int, ...], quick: bool) -> list[Setting]:
     xt, yt = teacher_student(256, 32, widths=(16,), outputs=2, task="regression", seed=0, split="test")
     teacher_test = (xt, yt / y_scale)
     teacher_plan = SweepPlan(methods=methods, sparsities=(0.9,) if quick else (0.8, 0.9),
-                             final_layers=("prune", "dense"), seeds=seeds, method_options=options, epochs=200, lr=0.01,
+                             final_layer_policies=("prune", "dense"), seeds=seeds, method_options=options, epochs=200, lr=0.01,
                              train_options={"loss": "mse", "optimizer": "adam", "batch_size": 96}, dense_baseline=False)
     return [
         Setting("digits", digits_plan, lambda: models.mlp([64, 512, 64, 10]), digits("train"), digits("test"), True),

@@ -18,7 +18,7 @@ from prune_landscape.data import digits
 from test_html import _check_cells, _Tables
 
 SCRIPT = Path(sys.executable).parent / "prune-landscape"
-TINY = ["audit.methods=[magnitude,random]", "audit.sparsities=[0.9]", "audit.final_layers=[prune,dense]",
+TINY = ["audit.methods=[magnitude,random]", "audit.sparsities=[0.9]", "audit.final_layer_policies=[prune,dense]",
         "data.max_samples=150", "data.batch_size=32", "model.widths=[64,64,64,10]", "fit.epochs=8", "audit.progress=false",
         "torch_threads=1"]
 
@@ -100,7 +100,7 @@ def test_ctrl_c_keeps_finished_rows_and_a_rerun_completes(tmp_path):
         (["model.name=resnet21"], r"^model.name: expected one of \[.*'resnet20'.*\], got 'resnet21'$"),
         (["data.name=digitz"], r"^data.name: expected one of \[.*'digits'.*\], got 'digitz'$"),
         (["audit.sparsities=[1.5]"], r"^audit.sparsities: expected numbers in \[0, 1\), got 1.5$"),
-        (["audit.final_layers=[sparse]"], "^audit.final_layers: expected 'prune', 'dense' or a min density.*got 'sparse'$"),
+        (["audit.final_layer_policies=[sparse]"], "^audit.final_layer_policies: expected 'prune', 'dense' or a min density.*got 'sparse'$"),
         (["probes=none", "probes.names=[hesian]"], r"^probes.names: expected names from \[.*'hessian'.*\], got 'hesian'$"),
         (["fit.optimizer=adamm"], r"^fit.optimizer: expected one of \['adam', 'sgd'\], got 'adamm'$"),
         (["fit.loss=hinge"], r"^fit.loss: expected one of \['cross_entropy', 'mse'\], got 'hinge'$"),
@@ -121,6 +121,20 @@ def test_bad_names_fail_before_work_and_list_the_choices(tmp_path, overrides, me
     with pytest.raises(UsageError, match=message):
         run_audit(compose("audit", overrides=[f"output_dir={output}", *TINY, *overrides]))
     assert not output.exists()  # checked before the output folder is made
+
+
+def test_audit_final_layers_is_the_deprecated_key_of_final_layer_policies(tmp_path):
+    """An old command line (``audit.final_layers=[...]``) still plans the same rows, with a warning naming the new key."""
+    from prune_landscape.integrations.cli_audit import build_plan
+    from prune_landscape.integrations.config_check import check_config
+
+    old = _cfg(tmp_path, "audit.final_layers=[dense,0.3]")
+    with pytest.warns(FutureWarning, match=r"audit.final_layers is deprecated; use audit.final_layer_policies"):
+        check_config(old, "audit")
+    assert build_plan(old).final_layer_policies == ("dense", "min_density=0.3")
+    assert build_plan(_cfg(tmp_path)).final_layer_policies == ("prune", "dense")  # TINY's new key
+    with pytest.raises(UsageError, match=r"^audit.final_layers: expected 'prune', 'dense' or a min density"):
+        run_audit(_cfg(tmp_path / "out", "audit.final_layers=[sparse]"))
 
 
 def test_unknown_group_option_lists_the_options():
@@ -168,7 +182,7 @@ def _run_script(*args, cwd):
 def test_console_script_prints_the_report_directory_last(tmp_path):
     run_dir = tmp_path / "run"
     result = _run_script("audit", "experiment=demo", f"hydra.run.dir={run_dir}", "audit.methods=[magnitude]",
-                         "audit.final_layers=[prune]", *TINY[1:], cwd=tmp_path)
+                         "audit.final_layer_policies=[prune]", *TINY[1:], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(run_dir)
     assert {"sweep.json", "sweep.md", "sweep.html", "rows.jsonl"} <= {p.name for p in run_dir.iterdir()}
@@ -194,7 +208,7 @@ def test_wandb_is_opt_in_and_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    run_audit(_cfg(tmp_path, "logger=wandb", "audit.methods=[random]", "audit.final_layers=[prune]"))
+    run_audit(_cfg(tmp_path, "logger=wandb", "audit.methods=[random]", "audit.final_layer_policies=[prune]"))
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2

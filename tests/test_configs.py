@@ -115,7 +115,7 @@ def test_audit_recipes_smoke_run(recipe, tmp_path):
                                       *TINY_AUDIT[recipe]])
     directory = run_audit(cfg)
     document = json.loads((directory / "sweep.json").read_text())
-    plan_rows = 1 + len(cfg.audit.methods) * len(cfg.audit.final_layers) * len(cfg.audit.seeds)
+    plan_rows = 1 + len(cfg.audit.methods) * len(cfg.audit.final_layer_policies) * len(cfg.audit.seeds)
     assert len(document["rows"]) == plan_rows
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in document["rows"])
     assert (directory / "sweep.html").is_file() and (directory / "sweep.md").is_file()

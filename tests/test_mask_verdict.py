@@ -190,7 +190,7 @@ def test_sweep_rows_carry_the_verdict_price_baseline_and_remedy():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 6, generator=g)
     data = (x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
-    plan = SweepPlan(methods=("random",), sparsities=(0.4,), final_layers=("prune", "dense"), epochs=1)
+    plan = SweepPlan(methods=("random",), sparsities=(0.4,), final_layer_policies=("prune", "dense"), epochs=1)
     factory = lambda: models.mlp([6, 16, 3])  # noqa: E731
     pruned = audit_cell(Cell("random", 0.4, "prune", 0), plan, factory, data)
     dense = audit_cell(Cell("random", 0.4, "dense", 0), plan, factory, data)

@@ -52,17 +52,17 @@ def test_row_store_is_safe_across_processes(tmp_path):
 @pytest.mark.parametrize(("policy", "text"), [("prune", "prune"), ("dense", "dense"), (0.3, "min_density=0.3"),
                                               ("min_density=0.25", "min_density=0.25"), (1, "min_density=1")])
 def test_final_layer_policies_normalise(policy, text):
-    assert SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=(policy,)).final_layers == (text,)
+    assert SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layer_policies=(policy,)).final_layer_policies == (text,)
 
 
 @pytest.mark.parametrize("policy", ["sparse", 0.0, 1.5, "min_density=x", None])
 def test_bad_final_layer_policy_names_the_choices(policy):
     with pytest.raises(ValueError, match="prune|min density|min_density"):
-        SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=(policy,))
+        SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layer_policies=(policy,))
 
 
 def test_cell_keys_and_order():
-    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.9, 0.98), final_layers=("prune", 0.5), seeds=(0, 3))
+    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.9, 0.98), final_layer_policies=("prune", 0.5), seeds=(0, 3))
     cells = plan.cells()
     assert len(cells) == 2 + 2 * 2 * 2 * 2
     assert cells[0] == Cell("dense", 0.0, "dense", 0) and cells[1].key == "dense|0|dense|3"
@@ -113,7 +113,7 @@ def test_run_sweep_resumes_and_skips_finished_rows(tmp_path):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(96, 6, generator=generator)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.5,), final_layers=("prune", "dense"), epochs=2, lr=0.1,
+    plan = SweepPlan(methods=("magnitude", "random"), sparsities=(0.5,), final_layer_policies=("prune", "dense"), epochs=2, lr=0.1,
                      train_options={"batch_size": 32})
     factory = lambda: models.mlp([6, 16, 3])  # noqa: E731
     store = RowStore(tmp_path)
@@ -188,3 +188,13 @@ def test_cell_final_layer_policy_keeps_the_old_name_with_a_warning():
     assert cell.final_layer_policy == "dense" and cell.key == "snip|0.98|dense|0"
     with pytest.warns(DeprecationWarning, match="use Cell.final_layer_policy"):
         assert cell.final_layer == "dense"
+
+
+def test_sweep_plan_final_layers_is_the_deprecated_name_of_final_layer_policies():
+    with pytest.warns(DeprecationWarning, match=r"SweepPlan: final_layers= is deprecated; use final_layer_policies="):
+        plan = SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=("dense", 0.25))
+    assert plan.final_layer_policies == ("dense", "min_density=0.25")
+    with pytest.warns(DeprecationWarning, match=r"SweepPlan.final_layers is deprecated"):
+        assert plan.final_layers == plan.final_layer_policies
+    with pytest.raises(ValueError, match=r"give final_layer_policies= only"):
+        SweepPlan(methods=("magnitude",), sparsities=(0.5,), final_layers=("dense",), final_layer_policies=("prune",))

@@ -81,7 +81,7 @@ def test_the_stack_helpers_on_a_hand_made_walk():
 
 def test_sparsity_from_the_command_line_to_the_mask_crosses_five_modules_without_coming_back(tmp_path):
     overrides = [f"output_dir={tmp_path}", "audit.methods=[magnitude]", "audit.sparsities=[0.9]",
-                 "audit.final_layers=[prune]", "probes=none", "data.max_samples=120", "data.batch_size=32",
+                 "audit.final_layer_policies=[prune]", "probes=none", "data.max_samples=120", "data.batch_size=32",
                  "model.widths=[64,10]", "fit.epochs=1", "audit.progress=false", "torch_threads=1",
                  "audit.dense_baseline=false"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

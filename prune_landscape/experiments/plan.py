@@ -14,17 +14,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from prune_landscape.checks import deprecation_message
-from prune_landscape.layers import prunable_parameters
+from prune_landscape.checks import deprecation_message, renamed_keyword
+from prune_landscape.layers import final_layer_name, prunable_parameters
 from prune_landscape.probes import PROBES
 from prune_landscape.pruning import available_methods, get_pruner
-from prune_landscape.layers import final_layer_name
 from prune_landscape.training import LOSSES, TrainConfig
 
 __all__ = ["DENSE", "Cell", "SweepPlan"]
@@ -112,7 +111,8 @@ class SweepPlan:
     Attributes:
         methods: pruning methods (names from ``prune_landscape.pruning.available_methods()``).
         sparsities: target sparsities in [0, 1).
-        final_layers: final-layer policies: "prune", "dense" or a min density ("min_density=0.3" or 0.3).
+        final_layer_policies: final-layer policies: "prune", "dense" or a min density ("min_density=0.3" or
+            0.3). ``final_layers=`` is the deprecated name (a DeprecationWarning).
         seeds: one cell per seed (the seed draws the init, the pruning randomness and the batch order).
         scope: "global", "layerwise" or "erk" allocation.
         method_options: per-method keyword options for ``prune`` (e.g. ``{"ntk_sap": {"iterations": 20}}``).
@@ -126,7 +126,7 @@ class SweepPlan:
 
     methods: tuple[str, ...]
     sparsities: tuple[float, ...]
-    final_layers: tuple[str, ...] = ("prune",)
+    final_layer_policies: tuple[str, ...] = ("prune",)
     seeds: tuple[int, ...] = (0,)
     scope: str = "global"
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -141,7 +141,7 @@ class SweepPlan:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "methods", tuple(str(m) for m in self.methods))
         set_(self, "sparsities", tuple(float(s) for s in self.sparsities))
-        set_(self, "final_layers", tuple(_policy_text(p) for p in self.final_layers))
+        set_(self, "final_layer_policies", tuple(_policy_text(p) for p in self.final_layer_policies))
         set_(self, "seeds", tuple(self.seeds))
         # one name given as a string is one probe, not one probe per character
         set_(self, "probes", (self.probes,) if isinstance(self.probes, str) else tuple(str(p) for p in self.probes))
@@ -153,8 +153,8 @@ class SweepPlan:
             raise ValueError(f"unknown pruning method {unknown[0]!r}; expected one of {valid}")
         if not self.sparsities or any(not 0.0 <= s < 1.0 for s in self.sparsities):
             raise ValueError(f"sparsities must be a non-empty list of numbers in [0, 1), got {list(self.sparsities)}")
-        if not self.final_layers:
-            raise ValueError("final_layers must list at least one policy: 'prune', 'dense' or 'min_density=<x>'")
+        if not self.final_layer_policies:
+            raise ValueError("final_layer_policies must list at least one policy: 'prune', 'dense' or 'min_density=<x>'")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be a non-empty list of non-negative ints, got {list(self.seeds)}")
         if self.scope not in _SCOPES:
@@ -189,7 +189,7 @@ class SweepPlan:
         sizes = {name: int(dict(model.named_parameters())[name].numel()) for name in prunable_parameters(model)}
         final = final_layer_name(model)
         total = sum(sizes.values())
-        for policy in self.final_layers:
+        for policy in self.final_layer_policies:
             floor = 1.0 if policy == "dense" else float(policy.split("=")[1]) if policy != "prune" else 0.0
             for sparsity in self.sparsities:
                 budget = round((1 - sparsity) * total)
@@ -212,8 +212,30 @@ class SweepPlan:
     def cells(self) -> list[Cell]:
         """Every cell, in run order: the dense references first, then methods x sparsities x policies x seeds."""
         cells = [Cell(DENSE, 0.0, "dense", seed) for seed in self.seeds] if self.dense_baseline else []
-        cells += [Cell(m, s, p, seed) for m in self.methods for s in self.sparsities for p in self.final_layers
+        cells += [Cell(m, s, p, seed) for m in self.methods for s in self.sparsities for p in self.final_layer_policies
                   for seed in self.seeds]
         return cells
 
 
+def _sweep_plan_init(generated: Callable[..., None]) -> Callable[..., None]:
+    """SweepPlan's constructor also takes the deprecated ``final_layers=`` (as ``final_layer_policies=``)."""
+
+    def __init__(self: SweepPlan, *args: Any, **kwargs: Any) -> None:
+        if "final_layers" in kwargs:
+            kwargs["final_layer_policies"], _ = renamed_keyword(
+                kwargs, "final_layers", "final_layer_policies", kwargs.get("final_layer_policies"), where="SweepPlan")
+        generated(self, *args, **kwargs)
+
+    __init__.__doc__ = generated.__doc__
+    return __init__
+
+
+def _deprecated_final_layers(self: SweepPlan) -> tuple[str, ...]:
+    """Deprecated name of :attr:`SweepPlan.final_layer_policies`."""
+    warnings.warn(deprecation_message("SweepPlan.final_layers", "SweepPlan.final_layer_policies"), DeprecationWarning,
+                  stacklevel=2)
+    return self.final_layer_policies
+
+
+SweepPlan.__init__ = _sweep_plan_init(SweepPlan.__init__)  # type: ignore[method-assign]
+SweepPlan.final_layers = property(_deprecated_final_layers)  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ from prune_landscape.integrations.cli_config import (
 )
 from prune_landscape.integrations.cli_loggers import finish_loggers, log_row, wandb_offline_if_unreachable
 
-__all__ = ["app", "run_audit"]
+__all__ = ["app", "build_plan", "run_audit"]
 
 Row = dict[str, Any]
 
@@ -51,13 +51,14 @@ def _fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _build_plan(cfg: DictConfig) -> SweepPlan:
+def build_plan(cfg: DictConfig) -> SweepPlan:
+    """The :class:`SweepPlan` an ``audit`` config describes (``audit.final_layers`` read as the deprecated key)."""
     a = cfg.audit
     sparsities = [a.sparsity] if a.get("sparsity") is not None else list(a.sparsities)
     fit = OmegaConf.to_container(cfg.fit, resolve=True)
     epochs, lr = fit.pop("epochs"), fit.pop("lr")
     return SweepPlan(
-        methods=tuple(a.methods), sparsities=tuple(sparsities), final_layers=tuple(a.final_layers),
+        methods=tuple(a.methods), sparsities=tuple(sparsities), final_layer_policies=tuple(a.final_layers if a.get("final_layers") is not None else a.final_layer_policies),
         seeds=tuple(a.seeds), scope=a.scope,
         method_options=OmegaConf.to_container(a.method_options, resolve=True) or {},
         epochs=int(epochs), lr=float(lr), train_options=fit,
@@ -81,7 +82,7 @@ class _AuditJob:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.plan = _build_plan(cfg)
+        self.plan = build_plan(cfg)
         self.train, self.test = load_data(cfg.data)
         name, options = dataset_options(cfg.data)
         info = dataset_info(name, **options)

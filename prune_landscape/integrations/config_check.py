@@ -69,7 +69,7 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 _LOADER_KEYS = ("_target_", "batch_size", "num_workers", "val_fraction", "seed", "root", "download", "name")
 _FIT_KEYS = ("batch_size", "epochs", "loss", "lr", "momentum", "optimizer", "shuffle", "weight_decay")
-_AUDIT_KEYS = ("dense_baseline", "final_layers", "method_options", "methods", "n_samples", "progress", "scope",
+_AUDIT_KEYS = ("dense_baseline", "final_layer_policies", "final_layers", "method_options", "methods", "n_samples", "progress", "scope",
                "seeds", "sparsities", "sparsity")
 _LOSSES = ("cross_entropy", "mse")
 #: Renamed pruner keys: old -> new. The old one still works, with a DeprecationWarning naming the new one.
@@ -130,7 +130,7 @@ def _unknown_keys(prefix: str, given: Mapping[str, Any], allowed: tuple[str, ...
             raise ConfigError(f"{prefix}.{key}", f"a key from {sorted(allowed)} (unknown key)", given[key])
 
 
-def _check_policy(value: Any, key: str = "audit.final_layers") -> None:
+def _check_policy(value: Any, key: str = "audit.final_layer_policies") -> None:
     if isinstance(value, str) and value in ("prune", "dense"):
         return
     number = value
@@ -156,11 +156,15 @@ def _check_audit(cfg: DictConfig) -> None:
     for value in sparsities:
         if not _is_number(value) or not 0.0 <= value < 1.0:
             raise ConfigError(key, "numbers in [0, 1)", value)
-    policies = audit.get("final_layers", ["prune"])
+    key, policies = "audit.final_layer_policies", audit.get("final_layer_policies", ["prune"])
+    if audit.get("final_layers") is not None:  # the deprecated key, set by an old recipe or command line
+        # A FutureWarning, not a DeprecationWarning: Python shows it to CLI users by default.
+        warnings.warn(deprecation_message("audit.final_layers", "audit.final_layer_policies"), FutureWarning, stacklevel=2)
+        key, policies = "audit.final_layers", audit["final_layers"]
     if not isinstance(policies, list) or not policies:
-        raise ConfigError("audit.final_layers", "a non-empty list of 'prune', 'dense' or min densities", policies)
+        raise ConfigError(key, "a non-empty list of 'prune', 'dense' or min densities", policies)
     for policy in policies:
-        _check_policy(policy)
+        _check_policy(policy, key)
     seeds = audit.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
         raise ConfigError("audit.seeds", "a non-empty list of non-negative ints", seeds)
