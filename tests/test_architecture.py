@@ -9,11 +9,13 @@
   included). The aliases of moved modules (``callbacks.py``, ``lit.py``, ``cli.py``, ...: the modules that
   call ``prune_landscape._moved.alias``) forward to ``integrations/`` and nothing in the package imports them.
 - No private name (a module or a name with a leading underscore) is imported from outside the package
-  (directory) that owns it. Today's violations are listed in ``ALLOWED_PRIVATE_IMPORTS`` so that only new
-  ones fail; issue 14 asks for them to go.
+  (directory) that owns it (``ALLOWED_PRIVATE_IMPORTS`` is empty).
+- Sizes: no module over 400 lines, no function over 60, no public function over 8 parameters (one
+  explained exception in ``ALLOWED_LONG_SIGNATURES``).
+- No logic repeated across modules: no two functions in different modules share a body of 5 or more
+  statements up to renaming (names and constants blanked).
 
-Run as a script (``python tests/test_architecture.py``) it also prints the size figures issue 14 targets:
-modules over 400 lines, functions over 60 lines, public functions with more than 8 parameters.
+Run as a script (``python tests/test_architecture.py``) it prints the size figures and the import findings.
 """
 
 from __future__ import annotations
@@ -417,6 +419,58 @@ def test_the_size_scan_counts_lines_and_parameters(tmp_path, monkeypatch):
     report = size_report()
     assert report == {"modules": [("fake", MAX_MODULE_LINES + 1)], "functions": [("fake.long", 62)],
                       "parameters": [("fake.wide", 9)]}
+
+
+# ------------------------------------------------------------------------------------------ repetition
+MIN_REPEATED_STATEMENTS = 5
+
+
+class _Shape(ast.NodeTransformer):
+    """Names, argument names and constants blanked: what is left is the code's shape."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.copy_location(ast.Name(id="_", ctx=node.ctx), node)
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        node.arg, node.annotation = "_", None
+        return node
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        return ast.copy_location(ast.Constant(value=type(node.value).__name__), node)
+
+
+def _body_shape(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The shape of a function's body (docstring dropped), or None when it has too few statements to count."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    if sum(isinstance(n, ast.stmt) for s in body for n in ast.walk(s)) < MIN_REPEATED_STATEMENTS:
+        return None
+    module = ast.parse(ast.unparse(ast.Module(body=body, type_ignores=[])))
+    return ast.dump(_Shape().visit(module))
+
+
+def repeated_bodies(modules: dict[str, Path]) -> list[list[str]]:
+    """Groups of functions in different modules whose bodies have the same shape (the same logic, renamed)."""
+    seen: dict[str, list[str]] = {}
+    for name, path in modules.items():
+        for qualname, node, _ in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            shape = _body_shape(node)
+            if shape is not None:
+                seen.setdefault(shape, []).append(f"{name}.{qualname}")
+    return [sorted(group) for group in seen.values()
+            if len({member.rsplit(".", 1)[0] for member in group}) > 1]
+
+
+def test_no_logic_repeated_across_modules():
+    assert repeated_bodies(package_modules()) == [], "the same function body in two places (give it one owner)"
+
+
+def test_the_repetition_scan_sees_renamed_copies(tmp_path):
+    body = "    total = 0\n    for item in {0}:\n        if item > {1}:\n            total += item\n    return total * 2\n"
+    (tmp_path / "a.py").write_text("def f(xs):\n" + body.format("xs", 1))
+    (tmp_path / "b.py").write_text("def g(values):\n" + body.format("values", 5) + "\ndef h(v):\n    return v\n")
+    assert repeated_bodies({"a": tmp_path / "a.py", "b": tmp_path / "b.py"}) == [["a.f", "b.g"]]
 
 
 if __name__ == "__main__":
