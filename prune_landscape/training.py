@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from prune_landscape.batching import DataLike, iter_batches, require_data
 from prune_landscape.datacheck import check_data
 from prune_landscape.masks import MaskSet, find_parameter
+from prune_landscape.masks.mechanisms import trainable_tensor
 from prune_landscape.options import with_keywords
 
 __all__ = ["LOSSES", "TrainConfig", "TrainResult", "evaluate", "loss_function", "masked_parameters", "train"]
@@ -93,16 +94,13 @@ class TrainResult:
 
 
 def masked_parameters(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """Pair each masked weight's trainable tensor (``weight_orig`` under torch.nn.utils.prune) with its mask."""
+    """Pair each masked weight's trainable tensor (:func:`~prune_landscape.masks.mechanisms.trainable_tensor`)
+    with its mask."""
     pairs = []
     for name, mask in masks.items():
-        module, attr = find_parameter(model, name)
-        if f"{attr}_orig" in module._parameters:
-            param = module._parameters[f"{attr}_orig"]
-        elif attr in module._parameters:
-            param = module._parameters[attr]
-        else:  # a parametrization: its trainable tensor is `original`
-            param = module.parametrizations[attr].original
+        param = trainable_tensor(*find_parameter(model, name))
+        if param is None:  # weight_norm-style chain: its mask parametrization already zeroes the weight
+            continue
         if tuple(param.shape) != tuple(mask.shape):
             raise ValueError(f"mask {name!r}: expected shape {tuple(param.shape)} (from the model), got {tuple(mask.shape)}")
         pairs.append((param, mask.to(param.device)))

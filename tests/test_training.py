@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from _probe_helpers import pruned_mlp
-from prune_landscape import MaskSet
+from prune_landscape import MaskSet, models
 from prune_landscape.training import evaluate, loss_function, train
 
 
@@ -157,3 +157,22 @@ def test_a_train_config_value_and_loose_keywords_train_the_same():
         train(_pruned_mlp()[0], (x, y), epoch=3)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="rmsprop")
+
+
+def test_training_a_masked_weight_norm_head_keeps_its_zeros():
+    """weight_norm holds the head as g and v (no single trainable tensor): the mask parametrization at the end of
+    the chain enforces the mask, and training runs instead of failing on a missing ``original``."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    net = models.mlp([4, 6, 3])
+    weight_norm(net.fc2)
+    mask = torch.rand(3, 6) > 0.5
+    MaskSet({"fc2.weight": mask, "fc1.weight": torch.rand(6, 4) > 0.5}).apply_to(net)
+    before = net.fc2.parametrizations.weight.original1.detach().clone()
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    result = train(net, (x, y), epochs=3, lr=0.1)
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    assert not net.fc2.weight[~mask].any() and net.fc2.weight[mask].ne(0).all()
+    assert not torch.equal(net.fc2.parametrizations.weight.original1, before)  # v was trained
+    assert not net.fc1.weight[~MaskSet.from_module(net)["fc1.weight"]].any()

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
-from prune_landscape.masks.mechanisms import attach_mask, attached_masks, make_pruning_permanent, stored_tensor
+from prune_landscape.masks.mechanisms import attach_mask, attached_masks, make_pruning_permanent, stored_tensor, trainable_tensor
 from prune_landscape.masks.storage import read_masks, save_masks
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskSet", "attach_mask", "attached_masks", "current_tensor", "find_parameter",
-    "make_pruning_permanent", "prunable_parameters", "stored_tensor",
+    "make_pruning_permanent", "prunable_parameters", "stored_tensor", "trainable_tensor",
 ]
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "pruned_attrs",
     "replace_with_plain",
     "stored_tensor",
+    "trainable_tensor",
 ]
 
 
@@ -175,6 +176,24 @@ def stored_tensor(module: nn.Module, attr: str) -> torch.Tensor:
     if f"{attr}_orig" in module._parameters:
         return module._parameters[f"{attr}_orig"]
     return getattr(module, attr)
+
+
+def trainable_tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
+    """The Parameter an optimizer updates behind ``module.<attr>``, where zeroing it keeps a mask enforced.
+
+    ``<attr>_orig`` under torch.nn.utils.prune, the plain Parameter, or a single-tensor parametrization's
+    ``original``. None for a parametrization over several tensors (weight_norm's ``original0``/``original1``):
+    there the mask parametrization at the end of the chain already zeroes the weight, and no one tensor
+    could be masked.
+    """
+    if f"{attr}_orig" in module._parameters:
+        return module._parameters[f"{attr}_orig"]
+    if attr in module._parameters:
+        return module._parameters[attr]
+    if parametrize.is_parametrized(module, attr):
+        chain = module.parametrizations[attr]
+        return chain.original if "original" in chain._parameters else None
+    return None
 
 
 def attach_mask(model: nn.Module, module: nn.Module, attr: str, mask: torch.Tensor) -> None:
