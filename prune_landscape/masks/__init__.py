@@ -24,18 +24,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+
 from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
 from prune_landscape.masks.mechanisms import attach_mask, attached_masks, make_pruning_permanent, stored_tensor, trainable_tensor
 from prune_landscape.masks.storage import read_masks, save_masks
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskSet", "attach_mask", "attached_masks", "current_tensor", "find_parameter",
-    "make_pruning_permanent", "prunable_parameters", "stored_tensor", "trainable_tensor",
+    "make_pruning_permanent", "prunable_parameters", "stored_tensor", "trainable_tensor", "current_masks",
+    "install_mask_restore_hook", "mask_version_key",
 ]
 
 
@@ -263,3 +265,77 @@ class MaskSet(Mapping[str, torch.Tensor]):
                 raise ValueError(f"{path}: no mask for the model's prunable parameters {missing}; expected one for "
                                  f"each of {prunable_parameters(model)} (pass strict=False to load a subset)")
         return loaded
+
+
+# -- masks in a live training run (the Lightning callbacks read them through these) ---------------------
+_RESTORE_HOOK = "_prune_landscape_restore_hook"
+
+
+def current_masks(model: nn.Module) -> MaskSet:
+    """The masks of every prunable weight: from pruning hooks where attached, from exact zeros elsewhere.
+
+    Mixing the two sources makes the result independent of *how* a tensor is pruned: a model whose
+    ModelPruning masks were just made permanent reads the same bits as just before. The set is marked
+    ``inferred`` when no tensor carries a pruning hook.
+    """
+    hooked = MaskSet.from_module(model, source="hooks")
+    masks = {}
+    for name in prunable_parameters(model):
+        if name in hooked:
+            masks[name] = hooked[name]
+        else:
+            module, attr = find_parameter(model, name)
+            masks[name] = current_tensor(module, attr) != 0
+    return MaskSet(masks, inferred=not any(name in hooked for name in masks))
+
+
+def mask_version_key(model: nn.Module) -> tuple:
+    """A key that changes whenever a pruning-mask buffer is added, replaced or written in place.
+
+    Costs one pass over the modules and no device synchronisation (tensor identity and version
+    counters only), so it can run before every training step. Masks held as exact zeros (no hooks) are
+    invisible to it; those are compared at epoch boundaries instead.
+    """
+    key = []
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and name.endswith("_mask"):
+                key.append((id(module), name, id(buffer), buffer._version))
+    return tuple(key)
+
+
+
+
+
+def _restore_pre_hook(module: nn.Module, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+    """Attach torch.nn.utils.prune masks named in ``state_dict`` before the module's tensors load.
+
+    A checkpoint of a pruned model holds ``*_orig``/``*_mask`` keys; a fresh model has plain ``weight``
+    parameters, so loading would fail (or, non-strict, silently drop the masks). Root pre-hooks run
+    before any child is loaded, so re-attaching here makes the keys fit; the loaded buffers then carry
+    the checkpoint's bits.
+    """
+    local = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    masks = MaskSet.from_state_dict(local)
+    missing = {}
+    for name, mask in masks.items():
+        try:
+            target, attr = find_parameter(module, name)
+        except ValueError:
+            continue
+        if f"{attr}_mask" not in target._buffers:
+            missing[name] = mask
+    if missing:
+        MaskSet(missing).apply_to(module)
+
+
+def install_mask_restore_hook(pl_module: nn.Module) -> None:
+    """Make ``pl_module.load_state_dict`` re-attach pruning masks found in the checkpoint (idempotent)."""
+    if getattr(pl_module, _RESTORE_HOOK, None) is not None:
+        return
+    register = getattr(pl_module, "register_load_state_dict_pre_hook", None)
+    if register is not None:
+        handle = register(_restore_pre_hook)
+    else:  # torch < 2.5 exposes only the private spelling
+        handle = pl_module._register_load_state_dict_pre_hook(_restore_pre_hook, with_module=True)
+    object.__setattr__(pl_module, _RESTORE_HOOK, handle)

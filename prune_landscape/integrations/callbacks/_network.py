@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_landscape.integrations.callbacks._support import current_masks
 from prune_landscape.layers import prunable_parameters
+from prune_landscape.masks import current_masks
 from prune_landscape.modelcopy import plain_copy
 
 __all__ = ["NetworkChoice", "NetworkSpec", "check_network_spec", "choose_network", "call_with_inputs"]

@@ -14,8 +14,8 @@ import torch
 from prune_landscape.batching import input_tensors
 from prune_landscape.integrations.callbacks._batches import default_batch_to_inputs
 from prune_landscape.integrations.callbacks._network import choose_network
-from prune_landscape.integrations.callbacks._support import broadcast_masks, current_masks, example_batch, resolve_train_data
-from prune_landscape.masks import MaskSet
+from prune_landscape.integrations.callbacks._support import broadcast_masks, example_batch, resolve_train_data
+from prune_landscape.masks import MaskSet, current_masks
 from prune_landscape.pruning import magnitude_step
 from prune_landscape.pruning.allocation import FinalLayerMode, FinalLayerPolicy, Scope, check_final_layer_budget, num_to_keep
 from prune_landscape.pruning.pruneset import first_samples

@@ -27,11 +27,11 @@ from prune_landscape.integrations.callbacks._batches import adapt_data, first_ra
 from prune_landscape.integrations.callbacks._network import NetworkChoice, NetworkSpec, check_network_spec, choose_network
 from prune_landscape.integrations.callbacks._probes import ProbeFailure, check_probes, guarded_probes
 from prune_landscape.integrations.callbacks._reportfiles import annotate, partial_metrics, partial_report, report_directory
-from prune_landscape.integrations.callbacks._support import current_masks, install_mask_restore_hook, mask_version_key, resolve_train_data
+from prune_landscape.integrations.callbacks._support import resolve_train_data
 from prune_landscape.integrations.callbacks._wandb import log_wandb_extras
 from prune_landscape.integrations.callbacks.options import AuditReporting, AuditSchedule, ModelIO, apply_legacy_keywords, as_group
 from prune_landscape.integrations.loggers import guard_logger, log_scalars, logger_failures, wandb_loggers
-from prune_landscape.masks import MaskSet
+from prune_landscape.masks import MaskSet, current_masks, install_mask_restore_hook, mask_version_key
 from prune_landscape.modelcopy import plain_copy
 from prune_landscape.report import save_report
 

@@ -16,9 +16,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from prune_landscape.checks import check_bool
 from prune_landscape.integrations.callbacks._network import NetworkSpec
 from prune_landscape.integrations.callbacks._steps import check_budget, ensure_masks_attached, pruned_network, shrink
-from prune_landscape.integrations.callbacks._support import example_batch, install_mask_restore_hook, resolve_train_data
+from prune_landscape.integrations.callbacks._support import example_batch, resolve_train_data
 from prune_landscape.integrations.callbacks.options import pruning_target
-from prune_landscape.masks import MaskSet
+from prune_landscape.masks import MaskSet, install_mask_restore_hook
 from prune_landscape.pruning.allocation import FinalLayerPolicy, Scope
 
 __all__ = ["IterativeMagnitudePruning"]

@@ -31,10 +31,10 @@ from prune_landscape.integrations.callbacks._steps import (
     pruned_network,
     shrink,
 )
-from prune_landscape.integrations.callbacks._support import current_masks, install_mask_restore_hook, resolve_train_data
+from prune_landscape.integrations.callbacks._support import resolve_train_data
 from prune_landscape.integrations.callbacks.imp import IterativeMagnitudePruning
 from prune_landscape.integrations.callbacks.options import pruning_target
-from prune_landscape.masks import MaskSet
+from prune_landscape.masks import MaskSet, current_masks, install_mask_restore_hook
 from prune_landscape.pruning import get_pruner, prune
 from prune_landscape.pruning.allocation import FinalLayerPolicy, Scope
 
