@@ -192,7 +192,7 @@ def _run_probes(probes: Mapping[str, Callable], model: nn.Module, data: DataLike
 def _baseline(model: nn.Module, data: DataLike | None, options: StructureOptions, n_samples: int | None,
               weight_decay: float) -> Baseline:
     """The two theorem axes for the same architecture with every prunable weight kept (same data, same n)."""
-    dense = MaskSet.dense(model, prunable_parameters(model, scope=options.prunable))
+    dense = MaskSet.dense(model, prunable_parameters(model, prunable=options.prunable))
     structure = options.analyze(model, dense)
     facts = collect_facts(model, data, structure=structure, masks=dense, n_samples=n_samples,
                           weight_decay=weight_decay, example_input=options.example_input)

@@ -1,6 +1,7 @@
 """Model introspection in one place: which weights are prunable, where they live, what they hold now.
 
-The prunable set has two scopes (one switch, ``scope=``):
+The prunable set comes in two sizes (one switch, ``prunable=``; ``scope=`` is its deprecated name, since
+"scope" also names how a pruning budget is shared):
 
 * ``"layers"`` (default, the papers' set): the ``weight`` of every Linear and Conv (transposed too), the
   fused attention projections of ``nn.MultiheadAttention`` (``in_proj_weight`` or the separate
@@ -32,11 +33,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from prune_landscape.checks import renamed_keyword
 from prune_landscape.forward_order import layer_calls
 
 __all__ = [
     "PRUNABLE_TYPES",
     "PrunableWeight",
+    "PrunableSet",
     "Scope",
     "current_tensor",
     "final_layer_name",
@@ -46,7 +49,10 @@ __all__ = [
     "tensor_owners",
 ]
 
-Scope = Literal["layers", "all"]
+PrunableSet = Literal["layers", "all"]
+#: The old name of :data:`PrunableSet` (not to be confused with the allocation scope of
+#: :class:`prune_landscape.pruning.allocation.Scope`).
+Scope = PrunableSet
 
 #: Module types whose ``weight`` is prunable in the default scope.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
@@ -125,14 +131,27 @@ def _raw_tensor(module: nn.Module, attr: str) -> torch.Tensor:
     return module._parameters[attr]
 
 
-def prunable_weights(model: nn.Module, *, scope: Scope = "layers") -> list[PrunableWeight]:
+def _prunable_keyword(prunable: PrunableSet, renamed: dict[str, Any], where: str) -> PrunableSet:
+    """``prunable``, or the deprecated ``scope=`` it replaced (the word also names the allocation scope)."""
+    given = None if prunable == "layers" else prunable
+    value, _ = renamed_keyword(renamed, "scope", "prunable", given, where=where, stacklevel=4)
+    if renamed:
+        raise TypeError(f"{where}() got unexpected keyword arguments {sorted(renamed)}; expected prunable=")
+    return "layers" if value is None else value
+
+
+def prunable_weights(model: nn.Module, *, prunable: PrunableSet = "layers", **renamed: Any) -> list[PrunableWeight]:
     """The prunable tensors of ``model``, tied ones once, in registration order (see the module docstring).
 
+    ``prunable``: ``"layers"`` (default) or ``"all"`` (embeddings and RNN weights too); ``scope=`` is its
+    deprecated name.
+
     Raises:
-        ValueError: for an unknown scope, or a model with no prunable tensor.
+        ValueError: for an unknown prunable set, or a model with no prunable tensor.
     """
+    scope = _prunable_keyword(prunable, dict(renamed), "prunable_weights") if renamed else prunable
     if scope not in ("layers", "all"):
-        raise ValueError(f"scope must be 'layers' or 'all', got {scope!r}")
+        raise ValueError(f"prunable must be 'layers' or 'all', got {scope!r}")
     entries: list[tuple[str, str, str, int, bool, torch.Tensor]] = []
     for module_name, module in model.named_modules():
         for attr, kind, axis, default in _candidates(module, scope):
@@ -179,13 +198,14 @@ def _owner_names(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
     return owners
 
 
-def prunable_parameters(model: nn.Module, *, scope: Scope = "layers") -> list[str]:
+def prunable_parameters(model: nn.Module, *, prunable: PrunableSet = "layers", **renamed: Any) -> list[str]:
     """Canonical names of the prunable tensors (see :func:`prunable_weights`), in registration order.
 
     Raises:
         ValueError: if the model has no prunable tensor.
     """
-    return [w.name for w in prunable_weights(model, scope=scope)]
+    chosen = _prunable_keyword(prunable, dict(renamed), "prunable_parameters") if renamed else prunable
+    return [w.name for w in prunable_weights(model, prunable=chosen)]
 
 
 def find_parameter(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -275,7 +295,7 @@ def final_layer_name(
     Raises:
         ValueError: if no Linear or Conv layer of the model runs in its forward pass.
     """
-    weights = prunable_weights(model, scope=prunable)
+    weights = prunable_weights(model, prunable=prunable)
     given = example_inputs is not None
     if not given:
         first = model.get_submodule(weights[0].module) if weights[0].module else model

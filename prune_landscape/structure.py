@@ -185,11 +185,11 @@ class _Setup:
 
 
 def _setup(model: nn.Module, example: Any, masks: Any, prunable: Scope) -> _Setup:
-    weights = prunable_weights(model, scope=prunable)
+    weights = prunable_weights(model, prunable=prunable)
     mask_set = MaskSet.for_model(model, masks)
     known = {owner: w for w in weights for owner in (w.name, *w.aliases)}
     if prunable == "layers" and any(name not in known for name in mask_set):
-        extended = prunable_weights(model, scope="all")
+        extended = prunable_weights(model, prunable="all")
         if all(name in {o for w in extended for o in (w.name, *w.aliases)} for name in mask_set):
             weights = extended
             known = {owner: w for w in weights for owner in (w.name, *w.aliases)}

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from prune_landscape import MaskSet, models
-from prune_landscape.masks import make_pruning_permanent
+from prune_landscape.masks import make_pruning_permanent, prunable_parameters
 from prune_landscape.modelcopy import copy_model
 
 
@@ -159,7 +159,7 @@ def test_apply_to_keeps_a_tie_and_masks_both_owners(tmp_path):
     from prune_landscape.layers import prunable_parameters
 
     net = _TiedLM()
-    assert prunable_parameters(net) == ["lm_head.weight"] and prunable_parameters(net, scope="all") == ["lm_head.weight"]
+    assert prunable_parameters(net) == ["lm_head.weight"] and prunable_parameters(net, prunable="all") == ["lm_head.weight"]
     shared = net.tok.weight
     mask = torch.ones(7, 4, dtype=torch.bool)
     mask[2] = False
@@ -223,3 +223,15 @@ def test_a_masked_weight_read_without_calling_its_module_stays_fresh_through_tra
         need_weights=False)[0].transpose(0, 1))
     make_pruning_permanent(mha)  # folding the masks also drops the refresh hook
     assert not mha._forward_pre_hooks and torch.equal(mha.out_proj.weight, out_orig * out_mask)
+
+
+def test_the_prunable_set_keyword_is_prunable_and_scope_is_its_deprecated_name():
+    net = models.mlp([4, 3, 2])
+    with pytest.warns(DeprecationWarning, match=r"prunable_parameters: scope= is deprecated; use prunable="):
+        assert prunable_parameters(net, scope="all") == prunable_parameters(net, prunable="all") == ["fc1.weight", "fc2.weight"]
+    with pytest.raises(ValueError, match=r"give prunable= only"):
+        prunable_parameters(net, prunable="all", scope="all")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['scop'\]"):
+        prunable_parameters(net, scop="all")
+    with pytest.raises(ValueError, match=r"prunable must be 'layers' or 'all', got 'everything'"):
+        prunable_parameters(net, prunable="everything")

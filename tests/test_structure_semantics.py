@@ -116,7 +116,7 @@ def test_tied_embedding_head_is_one_parameter_and_masked_rows_are_seen():
     # Failure class 5: lm_head.weight is tok.weight. Scope "all" still lists it once (canonical name of the
     # Linear owner). Zeroing vocabulary row 3 removes head output 3 and the embedding of token 3 alike.
     net = TokenModel(tied=True)
-    weights = prunable_weights(net, scope="all")
+    weights = prunable_weights(net, prunable="all")
     assert [w.name for w in weights] == ["proj.weight", "attn.in_proj_weight", "attn.out_proj.weight", "lm_head.weight"]
     assert weights[-1].aliases == ("tok.weight",)
     mask = torch.ones(12, 6, dtype=torch.bool)
@@ -215,7 +215,7 @@ def test_errors_name_what_was_expected():
         analyze_structure(nn.Linear(3, 2), torch.zeros(1, 3), output_transform=lambda out: out.argmax(-1))
     with pytest.raises(ValueError, match="precision must be"):
         analyze_structure(nn.Linear(3, 2), torch.zeros(1, 3), precision="half")
-    with pytest.raises(ValueError, match="scope must be"):
+    with pytest.raises(ValueError, match="prunable must be"):
         analyze_structure(nn.Linear(3, 2), torch.zeros(1, 3), prunable="some")
 
 

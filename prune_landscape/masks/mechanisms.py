@@ -89,12 +89,11 @@ class _MaskParametrization(nn.Module):
 def _canonical(model: nn.Module, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Masks keyed by canonical names: a tied tensor masked in each owner appears once."""
     alias_of = {}
-    for scope in ("all",):
-        try:
-            for weight in prunable_weights(model, scope=scope):
-                alias_of.update({alias: weight.name for alias in weight.aliases})
-        except ValueError:
-            pass
+    try:  # the widest prunable set, so that a tied embedding's aliases are known too
+        for weight in prunable_weights(model, prunable="all"):
+            alias_of.update({alias: weight.name for alias in weight.aliases})
+    except ValueError:  # no prunable tensor: nothing is tied
+        pass
     result: dict[str, torch.Tensor] = {}
     for name, mask in found.items():
         key = alias_of.get(name, name)

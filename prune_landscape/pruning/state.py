@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 def canonical_names(model: nn.Module, names: list[str], prunable: str = "layers") -> dict[str, str]:
     """Every name a prunable tensor is reachable under (tied parameters) -> its canonical name in ``names``."""
     aliases = {n: n for n in names}
-    for weight in prunable_weights(model, scope=prunable):  # type: ignore[arg-type]
+    for weight in prunable_weights(model, prunable=prunable):  # type: ignore[arg-type]
         if weight.name in aliases:
             aliases.update({alias: weight.name for alias in weight.aliases})
     return aliases
@@ -62,7 +62,7 @@ class MasksInForce:
     @classmethod
     def read(cls, model: nn.Module, prunable: str = "layers", given: Mapping[str, torch.Tensor] | None = None) -> MasksInForce:
         """The masks of ``given`` (under any alias), else of the model's pruning hooks; dense where missing."""
-        names = prunable_parameters(model, scope=prunable)  # type: ignore[arg-type]
+        names = prunable_parameters(model, prunable=prunable)  # type: ignore[arg-type]
         aliases = canonical_names(model, names, prunable)
         source = MaskSet.from_module(model, source="hooks") if given is None else given
         found = {aliases.get(n, n): m for n, m in source.items()}
