@@ -33,7 +33,7 @@ from typing import Any, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from prune_landscape.model_io import default_output
+from prune_landscape.tracing.model_io import default_output
 
 __all__ = [
     "TARGET_KEYS",
@@ -114,7 +114,7 @@ def call_model(model: Callable[..., Any], inputs: Any) -> Any:
 def select_output(output: Any, output_transform: OutputTransform | None = None) -> torch.Tensor:
     """"The" output tensor of a raw model output (see the module docstring for the automatic rule).
 
-    The automatic rule is :func:`prune_landscape.model_io.default_output` at its strict level (its owner;
+    The automatic rule is :func:`prune_landscape.tracing.model_io.default_output` at its strict level (its owner;
     its docstring says why the structure passes read the same rule leniently: on a dict holding several
     tensors this function raises while the structure passes take the first floating one).
 

@@ -30,15 +30,15 @@ statistics are drawn afresh, so activations stay O(1) and no saturating function
 "Depends on the input" is read from forward-mode AD tangents (one pass that also records the graph for
 the backward pass); tangents are never added to constants, so a small dependence cannot be absorbed by a
 bias in floating point. Where forward-mode AD's own rule is slow, the tangent is written out
-(:mod:`prune_landscape.generic_ops`): a prunable call's tangent is one product ``W t``. For a model with
+(:mod:`prune_landscape.tracing.generic_ops`): a prunable call's tangent is one product ``W t``. For a model with
 an op that has no forward-mode rule (the oneDNN LSTM kernel), it falls back to comparing two forward
 passes on independent generic inputs (noted in the result).
 
 The user's model is never written to: the pass runs on a structural copy that shares no writable state
 (parameters are replaced, parametrizations and torch.nn.utils.prune hooks are removed in the copy only).
 
-Modules: the generic values and the shadow in :mod:`prune_landscape.generic_values`, the interception
-mode in :mod:`prune_landscape.recorder`, the swapped-in ops in :mod:`prune_landscape.generic_ops`.
+Modules: the generic values and the shadow in :mod:`prune_landscape.tracing.generic_values`, the interception
+mode in :mod:`prune_landscape.tracing.recorder`, the swapped-in ops in :mod:`prune_landscape.tracing.generic_ops`.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ import torch
 import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch import nn
 
-from prune_landscape.generic_values import GenericShadow, dual_inputs, generic_inputs, generic_shadow
+from prune_landscape.tracing.generic_values import GenericShadow, dual_inputs, generic_inputs, generic_shadow
 from prune_landscape.layers import PrunableWeight
-from prune_landscape.model_io import default_output, output_tensors, run_model
-from prune_landscape.recorder import CallRecord, Recorder
+from prune_landscape.tracing.model_io import default_output, output_tensors, run_model
+from prune_landscape.tracing.recorder import CallRecord, Recorder
 
 __all__ = ["CallRecord", "DependencePass", "default_output", "run_dependence"]
 

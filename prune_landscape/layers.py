@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prune_landscape.checks import renamed_keyword
-from prune_landscape.forward_order import layer_calls
+from prune_landscape.tracing.forward_order import layer_calls
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -278,7 +278,7 @@ def final_layer_name(
 ) -> str:
     """The head's weight name: the last prunable Linear/Conv call, in forward order, whose output reaches
     the model's output (the last one called when none does), from one forward pass that records the calls
-    and reads the autograd graph (:mod:`prune_landscape.forward_order`; masks and weight values play no part).
+    and reads the autograd graph (:mod:`prune_landscape.tracing.forward_order`; masks and weight values play no part).
 
     This is the final layer :func:`prune_landscape.analyze_structure` chooses, at the cost of one forward.
 

@@ -45,7 +45,7 @@ ALLOWED_PRIVATE_IMPORTS: frozenset[tuple[str, str]] = frozenset()
 ALLOWED_LONG_SIGNATURES = {
     # It stands in for torch.nn.functional.multi_head_attention_forward while tracing, so it must accept
     # exactly torch's 25 parameters.
-    "prune_landscape.generic_ops.mha_forward": 25,
+    "prune_landscape.tracing.generic_ops.mha_forward": 25,
 }
 
 MAX_MODULE_LINES = 400

@@ -168,12 +168,12 @@ def test_bad_input_errors():
 
 
 def test_written_out_tangents_equal_forward_mode_ad():
-    # The dependence pass writes some tangents out for speed (prune_landscape.generic_ops); each must equal
+    # The dependence pass writes some tangents out for speed (prune_landscape.tracing.generic_ops); each must equal
     # the value and tangent forward-mode AD gives the plain op (float64).
     import torch.autograd.forward_ad as fwAD
     from torch.nn import functional as F
 
-    from prune_landscape.generic_ops import batch_norm_dual, dual_arithmetic, dual_linear_call, layer_norm_dual
+    from prune_landscape.tracing.generic_ops import batch_norm_dual, dual_arithmetic, dual_linear_call, layer_norm_dual
 
     g = torch.Generator().manual_seed(0)
 

@@ -142,7 +142,7 @@ def pruned_attrs(module: nn.Module) -> list[str]:
 def drop_prune_hooks(module: nn.Module) -> None:
     """Remove ``module``'s torch.nn.utils.prune forward pre-hooks *without* folding the masks in.
 
-    For a shadow only (:func:`prune_landscape.model_io.shadow_copy`): ``prune.remove`` (what
+    For a shadow only (:func:`prune_landscape.tracing.model_io.shadow_copy`): ``prune.remove`` (what
     :func:`make_pruning_permanent` calls) assigns ``orig.data = orig * mask``, which would write into the
     ``<attr>_orig`` tensor the shadow shares with the user's model. The caller reads the values first
     (:func:`prune_landscape.layers.current_tensor`) and puts plain ones in with :func:`replace_with_plain`.

@@ -9,7 +9,7 @@
 
 Example:
     >>> import torch
-    >>> from prune_landscape.model_io import default_output
+    >>> from prune_landscape.tracing.model_io import default_output
     >>> default_output({"loss": torch.zeros(()), "logits": torch.ones(2)}).tolist()
     [1.0, 1.0]
 """

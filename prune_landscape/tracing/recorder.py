@@ -1,5 +1,5 @@
 """The interception mode of the dependence pass (:mod:`prune_landscape.dependence`): it swaps in the ops of
-:mod:`prune_landscape.generic_ops` and records, per call of a prunable weight, how much each unit changes
+:mod:`prune_landscape.tracing.generic_ops` and records, per call of a prunable weight, how much each unit changes
 with the input and (through a gradient hook) how much the output changes with each unit.
 
 Weights are recognised by tensor identity: the pass installs one generic tensor per prunable weight in a
@@ -17,8 +17,8 @@ import torch.autograd.forward_ad as fwAD  # noqa: N812
 from torch.nn import functional as F  # noqa: N812
 from torch.overrides import TorchFunctionMode
 
-from prune_landscape.forward_order import weight_argument
-from prune_landscape.generic_ops import (
+from prune_landscape.tracing.forward_order import weight_argument
+from prune_landscape.tracing.generic_ops import (
     ARITHMETIC,
     SUBSTITUTES,
     attention_math,

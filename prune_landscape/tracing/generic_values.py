@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from prune_landscape.layers import PrunableWeight, current_tensor
 from prune_landscape.masks.mechanisms import drop_prune_hooks, pruned_attrs, replace_with_plain
-from prune_landscape.model_io import shadow_copy
+from prune_landscape.tracing.model_io import shadow_copy
 
 __all__ = ["GenericShadow", "dual_inputs", "generic_inputs", "generic_shadow", "generic_tensor", "row_norms"]
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prune_landscape.generic_ops import CONV_NAMES, mha_forward
-from prune_landscape.model_io import default_output, run_model, shadow_copy
+from prune_landscape.tracing.generic_ops import CONV_NAMES, mha_forward
+from prune_landscape.tracing.model_io import default_output, run_model, shadow_copy
 
 __all__ = ["layer_calls", "weight_argument"]
 
