@@ -54,14 +54,14 @@ _EXPORTS = {
 }
 
 __all__ = [
-    # masks
+    # masks and model introspection
     "MaskSet",
     "prunable_parameters",
+    "final_layer_name",
     # structure
     "LayerStructure",
     "Structure",
     "analyze_structure",
-    "final_layer_name",
     # pruning
     "prune",
     "register_pruner",
