@@ -11,6 +11,7 @@ import json
 import math
 import os
 import stat
+import sys
 import warnings
 
 import pytest
@@ -31,13 +32,26 @@ def _datamodule():
                       widths=[8], seed=3)
 
 
-def _fit(tmp_path, callbacks, *, epochs, ckpt_path=None, checkpoint=None, seed=0):
+def _own_loader():
+    """A user's own DataLoader (no DataModule): shuffled by EpochShuffleSampler, as the README advises (with
+    ``shuffle=True`` instead, the order comes from torch's global RNG, which no checkpoint holds, and this
+    resume test fails)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 6, generator=generator)
+    dataset = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+    return torch.utils.data.DataLoader(dataset, batch_size=16, sampler=EpochShuffleSampler(len(dataset), seed=7))
+
+
+def _fit(tmp_path, callbacks, *, epochs, ckpt_path=None, checkpoint=None, seed=0, own_loader=False):
     torch.manual_seed(seed)
     lit = LitClassifier(models.mlp([6, 12, 3]), lr=0.05, momentum=0.9, weight_decay=1e-3, epochs=None)
     trainer = pl.Trainer(max_epochs=epochs, callbacks=[*callbacks, *([checkpoint] if checkpoint else [])], logger=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                          enable_checkpointing=checkpoint is not None, deterministic=True)
-    trainer.fit(lit, datamodule=_datamodule(), ckpt_path=ckpt_path)
+    if own_loader:
+        trainer.fit(lit, train_dataloaders=_own_loader(), ckpt_path=ckpt_path)
+    else:
+        trainer.fit(lit, datamodule=_datamodule(), ckpt_path=ckpt_path)
     return lit
 
 
@@ -45,22 +59,41 @@ def _state(lit):
     return {k: v.detach().clone() for k, v in lit.state_dict().items()}
 
 
-@pytest.mark.parametrize("pipeline", ["gradual", "imp"])
-def test_resume_from_an_epoch_boundary_is_bit_identical_with_the_packages_datamodule(tmp_path, pipeline):
+@pytest.mark.parametrize(("pipeline", "own_loader"), [("gradual", False), ("imp", False), ("gradual", True)])
+def test_resume_from_an_epoch_boundary_is_bit_identical_with_the_packages_datamodule(tmp_path, pipeline, own_loader):
+    """With the package's DataModule, or a user's own DataLoader whose sampler is EpochShuffleSampler."""
     def callbacks():
         if pipeline == "gradual":
             return [GradualMagnitudePruning(GradualSchedule(final_sparsity=0.8, start_step=0, end_step=14, frequency=2))]
         return [IterativeMagnitudePruning(IMPSchedule(rounds=2, rewind_step=2), epochs_per_round=1)]
 
-    full = _fit(tmp_path / "full", callbacks(), epochs=3)
+    full = _fit(tmp_path / "full", callbacks(), epochs=3, own_loader=own_loader)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _fit(tmp_path / "a", callbacks(), epochs=2, checkpoint=checkpoint)
-    resumed = _fit(tmp_path / "b", callbacks(), epochs=3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), seed=99)
+    _fit(tmp_path / "a", callbacks(), epochs=2, checkpoint=checkpoint, own_loader=own_loader)
+    resumed = _fit(tmp_path / "b", callbacks(), epochs=3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), seed=99,
+                   own_loader=own_loader)
     assert MaskSet.from_module(resumed, source="hooks") == MaskSet.from_module(full, source="hooks")
     reference, state = _state(full), _state(resumed)
     assert sorted(state) == sorted(reference)
     for key in reference:  # bit for bit: same batches in the same order after the resume
         assert torch.equal(state[key], reference[key]), key
+
+
+def test_a_plain_shuffled_loader_does_not_resume_bit_identically(tmp_path, monkeypatch):
+    """Why the README points own loaders at EpochShuffleSampler: ``shuffle=True`` draws each epoch's order
+    from torch's global RNG, which the checkpoint does not hold, so the resumed run trains on other batches."""
+    dataset = _own_loader().dataset
+
+    def plain_loader():
+        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
+
+    monkeypatch.setattr(sys.modules[__name__], "_own_loader", plain_loader)
+    full = _fit(tmp_path / "full", [], epochs=3, own_loader=True)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(tmp_path / "a", [], epochs=2, checkpoint=checkpoint, own_loader=True)
+    resumed = _fit(tmp_path / "b", [], epochs=3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), seed=99, own_loader=True)
+    reference, state = _state(full), _state(resumed)
+    assert any(not torch.equal(state[key], reference[key]) for key in reference)
 
 
 def test_epoch_sampler_orders_are_a_function_of_seed_and_epoch():
@@ -315,7 +348,6 @@ def test_maskset_load_rejects_bad_files_with_the_path(tmp_path):
 # -------------------------------------------------------------------------------------- CLI faults
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
