@@ -215,6 +215,8 @@ def test_a_masked_weight_read_without_calling_its_module_stays_fresh_through_tra
     )[0].transpose(0, 1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not mha.out_proj.weight[~out_mask].any()
+    (refresh,) = [h for h in mha._forward_pre_hooks.values() if type(h).__name__ == "_RefreshChildMasks"]
+    assert refresh.targets == {("out_proj", "weight")}  # never called by MHA: it stays refreshed
     clone = copy_model(mha)  # the parent's refresh hook names its child, so a copy refreshes its own
     clone.out_proj.weight_orig.data.add_(1.0)
     torch.testing.assert_close(clone(x, x, x)[0], nn.functional.multi_head_attention_forward(
@@ -235,3 +237,23 @@ def test_the_prunable_set_keyword_is_prunable_and_scope_is_its_deprecated_name()
         prunable_parameters(net, scop="all")
     with pytest.raises(ValueError, match=r"prunable must be 'layers' or 'all', got 'everything'"):
         prunable_parameters(net, prunable="everything")
+
+
+def test_the_parent_refresh_drops_children_that_are_called():
+    """An ordinary layer recomputes its own masked weight when called: after one pass the parent stops
+    doing it too (no extra work per forward), and the output still equals orig * mask written out."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    masks = {"0.weight": torch.rand(5, 4) > 0.5, "2.weight": torch.rand(3, 5) > 0.5}
+    MaskSet(masks).apply_to(net)
+    (refresh,) = [h for h in net._forward_pre_hooks.values() if type(h).__name__ == "_RefreshChildMasks"]
+    assert refresh.targets == {("0", "weight"), ("2", "weight")}
+    x = torch.randn(2, 4)
+    for _ in range(2):
+        net(x)
+    assert refresh.targets == set()
+    with torch.no_grad():
+        net[0].weight_orig.add_(1.0)
+    want = torch.relu(x @ (net[0].weight_orig * masks["0.weight"]).T + net[0].bias) @ (
+        net[2].weight_orig * masks["2.weight"]).T + net[2].bias
+    torch.testing.assert_close(net(x), want)

@@ -31,7 +31,14 @@ import torch
 from torch import nn
 
 from prune_landscape.layers import PRUNABLE_TYPES, current_tensor, find_parameter, prunable_parameters, tensor_owners
-from prune_landscape.masks.mechanisms import attach_mask, attached_masks, make_pruning_permanent, stored_tensor, trainable_tensor
+from prune_landscape.masks.mechanisms import (
+    attach_mask,
+    attached_masks,
+    make_pruning_permanent,
+    parent_map,
+    stored_tensor,
+    trainable_tensor,
+)
 from prune_landscape.masks.storage import read_masks, save_masks
 
 __all__ = [
@@ -225,11 +232,12 @@ class MaskSet(Mapping[str, torch.Tensor]):
         prune on top. Tensors not in this set are left as they are.
         """
         self.validate(model)
+        parents = parent_map(model)  # one walk for all tensors
         for name, mask in self._masks.items():
             # A tied tensor is masked in every module that holds it, so the tie (one Parameter, held as
             # ``*_orig`` by each owner) survives and every use sees the same zeros.
             for module, attr in tensor_owners(model, name):
-                attach_mask(model, module, attr, mask)
+                attach_mask(model, module, attr, mask, parents=parents)
         return model
 
     # -- persistence (the file format lives in :mod:`.storage`) ------------------------------------------

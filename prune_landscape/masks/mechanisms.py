@@ -19,6 +19,7 @@ __all__ = [
     "attached_masks",
     "drop_prune_hooks",
     "make_pruning_permanent",
+    "parent_map",
     "pruned_attrs",
     "replace_with_plain",
     "stored_tensor",
@@ -43,36 +44,56 @@ def make_pruning_permanent(model: nn.Module) -> nn.Module:
 
 
 class _RefreshChildMasks:
-    """A parent's forward pre-hook that recomputes its children's pruned weights (``orig * mask``).
+    """A parent's forward pre-hook that recomputes pruned weights of children it reads without calling.
 
     torch.nn.utils.prune recomputes ``weight`` only when the owning module itself is called. Some modules
     read a child's weight without calling the child (``nn.MultiheadAttention`` and ``out_proj``,
     torchvision's Swin attention and ``qkv``/``proj``): the weight then stays the tensor computed when the
-    mask was attached, so the optimizer's updates never reach it and a second backward fails. Children are
-    kept by name (not by reference) so that ``copy.deepcopy`` and pickling carry the hook over correctly.
+    mask was attached, so the optimizer's updates never reach it and a second backward fails.
+
+    Which children need it is learnt, not guessed: a child whose own prune hook replaced the weight since
+    this hook last set it was called in that pass, and is dropped, so an ordinary layer costs one extra
+    multiply on the first forward only. Children are kept by name (not by reference), and what was last set
+    is not copied, so ``copy.deepcopy`` and pickling carry the hook over and the copy learns afresh.
     """
 
     def __init__(self) -> None:
         self.targets: set[tuple[str, str]] = set()
+        self._last_set: dict[tuple[str, str], int] = {}  # id of the weight this hook wrote last
 
     def __call__(self, parent: nn.Module, args: object) -> None:
-        for child_name, attr in self.targets:
+        for target in list(self.targets):
+            child_name, attr = target
             child = parent.get_submodule(child_name)
             mask = child._buffers.get(f"{attr}_mask")
-            if mask is not None and f"{attr}_orig" in child._parameters:
-                setattr(child, attr, child._parameters[f"{attr}_orig"] * mask)
+            if mask is None or f"{attr}_orig" not in child._parameters:
+                continue
+            if target in self._last_set and id(getattr(child, attr)) != self._last_set[target]:
+                self.targets.discard(target)  # the child's own hook ran: it is called, nothing to refresh
+                continue
+            setattr(child, attr, child._parameters[f"{attr}_orig"] * mask)
+            self._last_set[target] = id(getattr(child, attr))
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"targets": set(self.targets), "_last_set": {}}  # ids mean nothing in a copy
 
 
-def _refresh_from_parent(model: nn.Module, module: nn.Module, attr: str) -> None:
-    """Make ``module``'s parent recompute ``module.<attr>`` too (see :class:`_RefreshChildMasks`)."""
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if child is module:
-                hook = next((h for h in parent._forward_pre_hooks.values() if isinstance(h, _RefreshChildMasks)), None)
-                if hook is None:
-                    hook = _RefreshChildMasks()
-                    parent.register_forward_pre_hook(hook)
-                hook.targets.add((child_name, attr))
+def parent_map(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+    """id(child) -> (its parent, its name there), for every submodule of ``model`` (one walk)."""
+    return {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+
+
+def _refresh_from_parent(module: nn.Module, attr: str, parents: dict[int, tuple[nn.Module, str]]) -> None:
+    """Make ``module``'s parent recompute ``module.<attr>`` while needed (see :class:`_RefreshChildMasks`)."""
+    if id(module) not in parents:  # the root itself: it is always called
+        return
+    parent, child_name = parents[id(module)]
+    hook = next((h for h in parent._forward_pre_hooks.values() if isinstance(h, _RefreshChildMasks)), None)
+    if hook is None:
+        hook = _RefreshChildMasks()
+        parent.register_forward_pre_hook(hook)
+    hook.targets.add((child_name, attr))
+    hook._last_set.pop((child_name, attr), None)  # re-attached: learn again
 
 
 class _MaskParametrization(nn.Module):
@@ -195,11 +216,19 @@ def trainable_tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
     return None
 
 
-def attach_mask(model: nn.Module, module: nn.Module, attr: str, mask: torch.Tensor) -> None:
+def attach_mask(
+    model: nn.Module,
+    module: nn.Module,
+    attr: str,
+    mask: torch.Tensor,
+    *,
+    parents: dict[int, tuple[nn.Module, str]] | None = None,
+) -> None:
     """Set ``module.<attr>``'s mask to ``mask`` (``model`` is the root, for the parent refresh below).
 
     An already pruned tensor keeps its ``*_orig`` Parameter and has its mask buffer overwritten; a
     parametrized one gets (or updates) a mask parametrization; a plain one gets torch.nn.utils.prune's.
+    ``parents`` is :func:`parent_map` of ``model``, for callers attaching many masks (computed if omitted).
     """
     if f"{attr}_mask" in module._buffers:
         buffer = module._buffers[f"{attr}_mask"]
@@ -219,4 +248,4 @@ def attach_mask(model: nn.Module, module: nn.Module, attr: str, mask: torch.Tens
         device = module._parameters[attr].device
         prune.custom_from_mask(module, attr, mask.to(device))
     if f"{attr}_mask" in module._buffers:
-        _refresh_from_parent(model, module, attr)
+        _refresh_from_parent(module, attr, parent_map(model) if parents is None else parents)
