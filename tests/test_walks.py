@@ -25,14 +25,7 @@ from prune_landscape import models
 from prune_landscape.integrations.callbacks import AuditReporting, LandscapeAudit, PruneAtInit
 from prune_landscape.integrations.cli import CONF_DIR, run_audit
 from prune_landscape.integrations.lit import LitClassifier
-
-TIERS = {"integrations": 2, "experiments": 1}
-
-
-def _tier(module: str) -> int:
-    parts = module.split(".")
-    return TIERS.get(parts[1], 0) if len(parts) > 1 else 0
-
+from test_architecture import tier  # the tiers as the layout test reads them from the folders
 
 def _package_frames(frame) -> list[tuple[str, str]]:
     """``(module, function)`` from the outermost package frame to ``frame`` (frames outside the package dropped)."""
@@ -76,7 +69,7 @@ def test_the_stack_helpers_on_a_hand_made_walk():
              ("prune_landscape.experiments.sweep", "e")]
     assert _modules_in_order(stack) == ["prune_landscape.integrations.cli_audit", "prune_landscape.experiments.sweep",
                                         "prune_landscape.pruning.api", "prune_landscape.experiments.sweep"]
-    assert [_tier(m) for m in _modules_in_order(stack)] == [2, 1, 0, 1]  # the bounce the tests below refuse
+    assert [tier(m) for m in _modules_in_order(stack)] == [2, 1, 0, 1]  # the bounce the tests below refuse
 
 
 def test_sparsity_from_the_command_line_to_the_mask_crosses_five_modules_without_coming_back(tmp_path):
@@ -93,11 +86,11 @@ def test_sparsity_from_the_command_line_to_the_mask_crosses_five_modules_without
                        "prune_landscape.pruning.api", "prune_landscape.pruning.allocation",
                        "prune_landscape.pruning.topk"], modules
     assert len(set(modules)) == len(modules) <= 5
-    tiers = [_tier(m) for m in modules]
+    tiers = [tier(m) for m in modules]
     assert tiers == sorted(tiers, reverse=True), f"a call climbs back up a tier: {list(zip(modules, tiers))}"
 
 
-def test_masks_from_landscape_audit_to_the_written_report_never_climb_a_tier(tmp_path):
+def test_masks_from_landscape_audit_to_the_written_report_never_climb_atier(tmp_path):
     g = torch.Generator().manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)),
                       batch_size=16)
@@ -117,7 +110,7 @@ def test_masks_from_landscape_audit_to_the_written_report_never_climb_a_tier(tmp
     assert stacks and stacks[-1][-1] == ("prune_landscape.report", "save_report"), "the full report is the core's"
     for stack in stacks:
         modules = _modules_in_order(stack)
-        tiers = [_tier(m) for m in modules]
+        tiers = [tier(m) for m in modules]
         assert modules[0].startswith("prune_landscape.integrations.callbacks"), modules
         assert tiers == sorted(tiers, reverse=True), f"a call climbs back up a tier: {list(zip(modules, tiers))}"
         assert len(set(modules)) == len(modules), f"a module is left and entered again: {modules}"

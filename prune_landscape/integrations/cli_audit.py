@@ -35,6 +35,7 @@ from prune_landscape.integrations.cli_config import (
     usage_errors,
 )
 from prune_landscape.integrations.cli_loggers import finish_loggers, log_row, wandb_offline_if_unreachable
+from prune_landscape.integrations.config_check import audit_policies
 
 __all__ = ["app", "build_plan", "run_audit"]
 
@@ -58,7 +59,7 @@ def build_plan(cfg: DictConfig) -> SweepPlan:
     fit = OmegaConf.to_container(cfg.fit, resolve=True)
     epochs, lr = fit.pop("epochs"), fit.pop("lr")
     return SweepPlan(
-        methods=tuple(a.methods), sparsities=tuple(sparsities), final_layer_policies=tuple(a.final_layers if a.get("final_layers") is not None else a.final_layer_policies),
+        methods=tuple(a.methods), sparsities=tuple(sparsities), final_layer_policies=tuple(audit_policies(a)[1]),
         seeds=tuple(a.seeds), scope=a.scope,
         method_options=OmegaConf.to_container(a.method_options, resolve=True) or {},
         epochs=int(epochs), lr=float(lr), train_options=fit,

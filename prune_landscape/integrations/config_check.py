@@ -36,6 +36,7 @@ __all__ = [
     "METHOD_OPTIONS",
     "MODEL_OPTIONS",
     "PROBE_NAMES",
+    "audit_policies",
     "check_config",
 ]
 
@@ -156,11 +157,10 @@ def _check_audit(cfg: DictConfig) -> None:
     for value in sparsities:
         if not _is_number(value) or not 0.0 <= value < 1.0:
             raise ConfigError(key, "numbers in [0, 1)", value)
-    key, policies = "audit.final_layer_policies", audit.get("final_layer_policies", ["prune"])
-    if audit.get("final_layers") is not None:  # the deprecated key, set by an old recipe or command line
+    key, policies = audit_policies(audit)
+    if key == "audit.final_layers":
         # A FutureWarning, not a DeprecationWarning: Python shows it to CLI users by default.
         warnings.warn(deprecation_message("audit.final_layers", "audit.final_layer_policies"), FutureWarning, stacklevel=2)
-        key, policies = "audit.final_layers", audit["final_layers"]
     if not isinstance(policies, list) or not policies:
         raise ConfigError(key, "a non-empty list of 'prune', 'dense' or min densities", policies)
     for policy in policies:
@@ -296,6 +296,14 @@ def _check_train(cfg: DictConfig) -> None:
     seed = _section(cfg, "seed")
     if seed is not None and not _is_int(seed):
         raise ConfigError("seed", "an int", seed)
+
+
+def audit_policies(audit: Any) -> tuple[str, Any]:
+    """``(key, value)`` of the audit's final-layer policies: the deprecated ``audit.final_layers`` when an old
+    recipe or command line sets it, else ``audit.final_layer_policies`` (``audit`` a dict or a DictConfig)."""
+    if audit.get("final_layers") is not None:
+        return "audit.final_layers", audit.get("final_layers")
+    return "audit.final_layer_policies", audit.get("final_layer_policies", ["prune"])
 
 
 def check_config(cfg: DictConfig, command: str) -> None:
